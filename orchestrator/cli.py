@@ -1,0 +1,317 @@
+"""``zoobench``: build the framework images, run a model zoo one container per model, rank it."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zoobench_contract.clitools import run_app
+from zoobench_contract.dataset import DataError, list_images
+
+from . import containers, images
+from .bench import Bench, BenchError, plan_jobs, summary_rows
+from .manifests import MANIFEST_DIR, ManifestError, get_profile, load_models
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproducible cross-framework ImageNet benchmark: one container per model.")
+images_app = typer.Typer(no_args_is_help=True, help="Build and list the framework images.")
+weights_app = typer.Typer(no_args_is_help=True, help="Fetch pretrained weights into the cache (needs network).")
+app.add_typer(images_app, name="images")
+app.add_typer(weights_app, name="weights")
+try:
+    from .data.cli import data_app
+
+    app.add_typer(data_app, name="data", help="Prepare, check and sample validation data.")
+except ImportError:  # pragma: no cover - only while the data package is absent
+    pass
+
+ManifestOpt = typer.Option(MANIFEST_DIR, "--manifests", help="folder of YAML manifests")
+VariantOpt = typer.Option(None, "--variant", help="image variant (cpu|cuda); default cuda with --gpus, else cpu")
+
+
+def variant_for(variant: str | None, gpus: list[str]) -> str:
+    return variant or ("cuda" if gpus else "cpu")
+
+
+def parse_gpus(text: str | None) -> list[str]:
+    if not text:
+        return []
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not all(g.isdigit() for g in gpus):
+        raise BenchError(f"--gpus {text!r}: give GPU indices separated by commas, e.g. 0,1")
+    return gpus
+
+
+def image_tags(manifest_dir: Path, variant: str) -> dict[str, str]:
+    specs = images.load_manifest(manifest_dir / "images.yaml")
+    return {name: images.image_tag(spec, variant, ROOT) for name, spec in specs.items()}
+
+
+def served_models(client: Any, tag: str) -> list[str]:
+    """Names from the image's `predict list`, cached per image tag (tags are content hashes)."""
+    cache = CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}.json"
+    if cache.is_file():
+        listing = json.loads(cache.read_text())
+    else:
+        listing = containers.predict_json(client, tag, "list")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(listing))
+    return [m["name"] for m in listing]
+
+
+def sample_data() -> Path:
+    from .data.sample import make_sample
+
+    target = CACHE / "sample"
+    make_sample(target)
+    return target
+
+
+@app.command()
+def run(
+    profile: str = typer.Option("sample", "--profile", "-p", help="bench profile from manifests/profiles.yaml"),
+    data: Optional[Path] = typer.Option(None, "--data", help="validation folder (synset sub-folders)"),
+    results: Optional[Path] = typer.Option(None, "--results", help="results folder (default results/PROFILE)"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices, e.g. 0,1 (one model per GPU at a time)"),
+    variant: Optional[str] = VariantOpt,
+    model: Optional[list[str]] = typer.Option(None, "--model", help="only these models (repeatable)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    weights: Optional[str] = typer.Option(None, "--weights", help="override the profile: imagenet|random|PATH"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
+    force: bool = typer.Option(False, "--force", help="re-run models that already finished"),
+    build: bool = typer.Option(True, "--build/--no-build", help="build missing images first"),
+    fmt: str = typer.Option("table", "--format", help="ranking format: table|markdown|csv|json"),
+    manifests: Path = ManifestOpt,
+) -> None:
+    """Run a bench profile: one container per model, then print the ranking."""
+    prof = get_profile(profile, manifests)
+    models_manifest = load_models(manifests)
+    gpu_list = parse_gpus(gpus)
+    var = variant_for(variant, gpu_list)
+    if data is None:
+        if prof.data != "sample":
+            raise BenchError(f"profile {profile!r} needs ImageNet: pass --data /path/to/imagenet/val (synset folders)")
+        data = sample_data()
+        console.print(f"data: embedded sample set at {data}")
+    list_images(data)  # fails early, one line, on a missing or empty folder
+    client = containers.connect()
+    tags = image_tags(manifests, var)
+    needed = sorted(set(prof.models))
+    if build:
+        for name in needed:
+            images_build_one(client, name, var, manifests)
+    for name in needed:
+        containers.require_image(client, tags[name])
+    jobs = plan_jobs(prof, models_manifest, tags, lambda img: served_models(client, tags[img]),
+                     only=model, batch_size=batch_size, weights=weights, limit=limit)
+    results = results or ROOT / "results" / profile
+    results.mkdir(parents=True, exist_ok=True)
+    console.print(f"{len(jobs)} model(s), results in {results}")
+    summary = Bench(client, jobs, data, results, CACHE / "weights", gpu_list, console, force=force).run()
+    print_summary(summary_rows(summary))
+    ok_runs = summary.count("ok") + summary.count("reused")
+    if ok_runs:
+        from .ranking import run_rank
+
+        run_rank(results, None, fmt, out)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def print_summary(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="bench", show_lines=False)
+    for col in ("image", "model", "weights", "status", "batch", "img/s", "reason"):
+        table.add_column(col)
+    colours = {"ok": "green", "reused": "cyan", "skipped": "yellow", "failed": "red"}
+    for r in rows:
+        ips = f"{r['images_per_second']:.1f}" if r["images_per_second"] else ""
+        reason = r["reason"] + (f" (log: {r['log']})" if r["status"] == "failed" and r["log"] else "")
+        table.add_row(r["image"], r["model"], r["weights"], f"[{colours[r['status']]}]{r['status']}",
+                      str(r["batch_size"] or ""), ips, reason)
+    console.print(table)
+
+
+@app.command()
+def rank(
+    results_dir: Path = typer.Argument(..., help="folder holding one sub-folder per model run"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV filename,wnid (else: synset folder names)"),
+    fmt: str = typer.Option("table", "--format", help="table|markdown|csv|json"),
+) -> None:
+    """Score every predictions.npz + run.json below RESULTS_DIR and print the ranking."""
+    from .ranking import run_rank
+
+    run_rank(results_dir, labels, fmt, out)
+
+
+@app.command()
+def report(
+    results_dir: Path = typer.Argument(...),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="default: RESULTS_DIR"),
+    labels: Optional[Path] = typer.Option(None, "--labels"),
+) -> None:
+    """Write results.md and a PNG of Acc@1 against images/s per framework."""
+    from .ranking import run_rank
+    from .report import write_report
+
+    rows = run_rank(results_dir, labels, "none", out)
+    for path in write_report(rows, out_dir or results_dir):
+        out.print(str(path))
+
+
+@app.command("models")
+def models_cmd(
+    image: str = typer.Argument(..., help="image name from manifests/images.yaml"),
+    variant: Optional[str] = VariantOpt,
+    manifests: Path = ManifestOpt,
+) -> None:
+    """List the models an image serves, with their preprocessing."""
+    client = containers.connect()
+    tags = image_tags(manifests, variant_for(variant, []))
+    if image not in tags:
+        raise BenchError(f"unknown image {image!r}; manifests/images.yaml defines {', '.join(sorted(tags))}")
+    containers.require_image(client, tags[image])
+    listing = containers.predict_json(client, tags[image], "list")
+    table = Table(title=f"{image} ({tags[image]}): {len(listing)} models")
+    for col in ("model", "crop", "resize", "interp", "mode", "weights"):
+        table.add_column(col)
+    for m in listing:
+        p = m["preprocessing"]
+        table.add_row(m["name"], str(p["crop_size"]), str(p["resize_size"]), p["interpolation"], p["mode"], m["weights"])
+    out.print(table)
+
+
+@images_app.command("build")
+def images_build(
+    names: Optional[list[str]] = typer.Argument(None, help="images to build (default: all)"),
+    variant: str = typer.Option("cpu", "--variant"),
+    manifests: Path = ManifestOpt,
+) -> None:
+    """Build images whose content hash changed (an unchanged image is never rebuilt)."""
+    client = containers.connect()
+    specs = images.load_manifest(manifests / "images.yaml")
+    for name in names or sorted(specs):
+        images_build_one(client, name, variant, manifests)
+
+
+def images_build_one(client: Any, name: str, variant: str, manifests: Path) -> str:
+    specs = images.load_manifest(manifests / "images.yaml")
+    if name not in specs:
+        raise BenchError(f"unknown image {name!r}; manifests/images.yaml defines {', '.join(sorted(specs))}")
+    tag = images.image_tag(specs[name], variant, ROOT)
+    if images.image_exists(client, tag):
+        console.print(f"{name} ({variant}): {tag} up to date")
+        return tag
+    console.print(f"{name} ({variant}): building {tag} ...")
+    images.build(specs[name], variant, ROOT, client, on_log=lambda line: None)
+    console.print(f"{name} ({variant}): built {tag}")
+    return tag
+
+
+@images_app.command("list")
+def images_list(variant: str = typer.Option("cpu", "--variant"), manifests: Path = ManifestOpt) -> None:
+    """Show each image's content-hash tag and whether it is built."""
+    client = containers.connect()
+    specs = images.load_manifest(manifests / "images.yaml")
+    table = Table()
+    for col in ("image", "variant", "tag", "built"):
+        table.add_column(col)
+    for name, spec in sorted(specs.items()):
+        tag = images.image_tag(spec, variant, ROOT)
+        table.add_row(name, variant, tag, "yes" if images.image_exists(client, tag) else "[red]no")
+    out.print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    profile: str = typer.Option("full", "--profile", "-p"),
+    model: Optional[list[str]] = typer.Option(None, "--model"),
+    variant: str = typer.Option("cpu", "--variant"),
+    manifests: Path = ManifestOpt,
+) -> None:
+    """Download the pretrained weights of a profile's models into .cache/weights (the only networked step)."""
+    prof = get_profile(profile, manifests)
+    client = containers.connect()
+    tags = image_tags(manifests, variant)
+    jobs = plan_jobs(prof, load_models(manifests), tags, lambda img: served_models(client, tags[img]), only=model)
+    failures = 0
+    for job in jobs:
+        result = containers.predict_in_container(
+            client, job.tag, ["fetch", "--model", job.model], None, CACHE / "weights" / "_fetch", CACHE / "weights",
+            log_path=CACHE / "logs" / f"fetch-{job.run_name}.log", timeout_s=1800, network=True)
+        status = "ok" if result.exit_code == 0 else f"[yellow]unavailable: {result.reason}"
+        failures += result.exit_code != 0
+        console.print(f"{job.image}/{job.model}: {status}")
+    if failures:
+        console.print(f"{failures} model(s) without weights will be reported as skipped by `zoobench run`")
+
+
+@app.command()
+def doctor(
+    data: Optional[Path] = typer.Option(None, "--data"),
+    variant: str = typer.Option("cpu", "--variant"),
+    manifests: Path = ManifestOpt,
+) -> None:
+    """Check the Docker engine, the GPU runtime, the images and the data layout."""
+    problems = 0
+
+    def line(ok: bool, what: str, detail: str) -> None:
+        nonlocal problems
+        problems += not ok
+        out.print(f"[{'green' if ok else 'red'}]{'ok ' if ok else 'BAD'}[/] {what}: {detail}")
+
+    try:
+        client = containers.connect()
+        line(True, "docker engine", client.version().get("Version", "?"))
+    except containers.EngineError as exc:
+        line(False, "docker engine", str(exc))
+        raise typer.Exit(1)
+    runtimes = client.info().get("Runtimes", {})
+    smi = shutil.which("nvidia-smi")
+    gpu_text = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip() if smi else ""
+    out.print(f"    GPUs: {gpu_text or 'none visible (CPU runs only)'}; nvidia runtime: {'nvidia' in runtimes}")
+    try:
+        tags = image_tags(manifests, variant)
+        for name, tag in sorted(tags.items()):
+            line(images.image_exists(client, tag), f"image {name}", tag if images.image_exists(client, tag)
+                 else f"{tag} not built: run `zoobench images build --variant {variant}`")
+    except ManifestError as exc:
+        line(False, "manifests", str(exc))
+    if data is not None:
+        try:
+            n = len(list_images(data))
+            classes = {p.split("/")[0] for p in list_images(data) if "/" in p}
+            line(True, "data", f"{data}: {n} images in {len(classes)} folders (`zoobench data check` for details)")
+        except DataError as exc:
+            line(False, "data", str(exc))
+    if problems:
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors are one line and exit code 2; Ctrl-C keeps finished work."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    errors = {ManifestError: 2, BenchError: 2, containers.EngineError: 2, DataError: 2}
+    errors.update({kind: 2 for kind in getattr(images, "ERRORS", ())})
+    run_app(app, argv, errors, echo=lambda m: console.print(f"[red]{m}", highlight=False, soft_wrap=True),
+            interrupted="interrupted; finished models are kept, run the same command again to resume")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Model settings and bench profiles, read from YAML and validated with pydantic.
+
+Every error names the file, the field and the fix, on one line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MANIFEST_DIR = Path(__file__).resolve().parents[1] / "manifests"
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, unparsable or invalid; the message is one actionable line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Strict):
+    """Per (image, model) settings; every field optional."""
+
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int | None = Field(default=None, ge=1)
+    timeout_s: int | None = Field(default=None, ge=1)
+    note: str | None = None
+
+
+class Defaults(_Strict):
+    batch_size: int = Field(default=32, ge=1)
+    timeout_s: int = Field(default=3600, ge=1)
+
+
+class ModelsManifest(_Strict):
+    defaults: Defaults = Field(default_factory=Defaults)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _keys_are_image_slash_model(cls, v: dict[str, ModelSettings]) -> dict[str, ModelSettings]:
+        for key in v:
+            if key.count("/") != 1 or not all(key.split("/")):
+                raise ValueError(f"key {key!r} must be IMAGE/MODEL, e.g. pytorch/resnet50")
+        return v
+
+    def settings(self, image: str, model: str) -> ModelSettings:
+        return self.models.get(f"{image}/{model}", ModelSettings())
+
+
+ModelList = Union[Literal["all"], list[str]]
+
+
+class Profile(_Strict):
+    description: str = ""
+    data: Literal["sample", "required"] = "required"
+    weights: Union[str, dict[str, str]] = "imagenet"
+    limit: int | None = Field(default=None, ge=1)
+    models: dict[str, ModelList]
+
+
+    def weights_for(self, image: str) -> str:
+        if isinstance(self.weights, str):
+            return self.weights
+        return self.weights.get(image, "imagenet")
+
+
+class ProfilesManifest(_Strict):
+    profiles: dict[str, Profile]
+
+
+def _load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found; restore it from git or pass --manifests DIR")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ManifestError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+
+
+def _validate(path: Path, schema: type[BaseModel]) -> Any:
+    raw = _load_yaml(path)
+    try:
+        return schema.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ManifestError(f"{path}: field {field}: {err['msg']}{more}; see the comments at the top of the file") from None
+
+
+def load_models(manifest_dir: Path = MANIFEST_DIR) -> ModelsManifest:
+    return _validate(manifest_dir / "models.yaml", ModelsManifest)
+
+
+def load_profiles(manifest_dir: Path = MANIFEST_DIR) -> ProfilesManifest:
+    return _validate(manifest_dir / "profiles.yaml", ProfilesManifest)
+
+
+def get_profile(name: str, manifest_dir: Path = MANIFEST_DIR) -> Profile:
+    profiles = load_profiles(manifest_dir).profiles
+    if name not in profiles:
+        raise ManifestError(
+            f"unknown profile {name!r}; {manifest_dir / 'profiles.yaml'} defines: {', '.join(sorted(profiles))}"
+        )
+    return profiles[name]

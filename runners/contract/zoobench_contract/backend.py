@@ -1,0 +1,80 @@
+"""The tiny per-framework adapter (MLPerf ``Backend`` style) that each runner image provides.
+
+A runner package registers one class under the ``zoobench.backend`` entry-point group. The
+contract's CLI does everything else: listing images, decoding and preprocessing them (one
+Pillow pipeline for all frameworks), batching, top-k, output files and errors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .preprocessing import Preprocessing
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model an image serves, with the preprocessing its published weights expect."""
+
+    name: str
+    preprocessing: Preprocessing
+    weights: str
+    """What ``--weights imagenet`` loads, e.g. ``torchvision:ResNet50_Weights.IMAGENET1K_V2``."""
+    weights_bundled: bool = False
+    """True when the pretrained weights ship inside the image (no fetch step needed)."""
+    num_classes: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "preprocessing": self.preprocessing.to_dict(),
+            "weights": self.weights,
+            "weights_bundled": self.weights_bundled,
+            "num_classes": self.num_classes,
+            **self.extra,
+        }
+
+
+class WeightsUnavailable(RuntimeError):
+    """The pretrained weights are neither bundled nor in the weights cache."""
+
+
+class UsageError(ValueError):
+    """A request the backend cannot serve as asked (bad weights variant, option...): exit code 2."""
+
+
+class DeviceUnavailable(UsageError):
+    """The requested device (e.g. ``--device cuda``) is not visible in this container."""
+
+
+class Backend(Protocol):
+    """What a framework runner implements. Inputs are NHWC float32, already normalised."""
+
+    framework: str
+
+    def framework_version(self) -> str: ...
+
+    def models(self) -> list[ModelSpec]: ...
+
+    def environment(self) -> dict[str, Any]:
+        """Framework-specific facts for ``predict info``: CUDA, cuDNN, GPUs, determinism flags."""
+        ...
+
+    def resolve_device(self, requested: str) -> str:
+        """``auto|cpu|cuda`` -> the device actually used (``cpu``, ``cuda:0``...)."""
+        ...
+
+    def load(self, spec: ModelSpec, weights: str, device: str) -> Any:
+        """Build the model in inference mode. ``weights`` is ``imagenet``, ``random`` or a file."""
+        ...
+
+    def fetch_weights(self, spec: ModelSpec) -> str:
+        """Download the pretrained weights into the cache (the only step with network)."""
+        ...
+
+    def predict(self, model: Any, batch: np.ndarray) -> np.ndarray:
+        """NHWC float32 batch -> float32 logits (N x num_classes)."""
+        ...

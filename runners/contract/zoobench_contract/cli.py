@@ -1,0 +1,270 @@
+"""``predict``: the one CLI every runner image answers (list, info, run, fetch).
+
+Exit codes: 0 ok, 2 bad input (unknown model, bad data, bad option), 3 out of memory
+(the orchestrator retries at half the batch size), 4 weights unavailable, 1 anything else.
+Errors are one line on stderr starting with ``error:``; never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from importlib.metadata import entry_points, version
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import numpy as np
+import typer
+
+from .backend import Backend, ModelSpec, UsageError, WeightsUnavailable
+from .clitools import run_app
+from .dataset import DataError, list_images, set_digest
+from .loader import default_workers, iter_batches
+from .outputs import PREDICTIONS_FILE, RUN_FILE, SCHEMA_VERSION, softmax_topk, write_json, write_predictions
+
+EXIT_USAGE, EXIT_OOM, EXIT_WEIGHTS, EXIT_FAILED = 2, 3, 4, 1
+PROGRESS_EVERY_S = 2.0
+PROGRESS_PREFIX = "zoobench-progress "
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="zoobench runner contract: one predict CLI in every framework image.",
+)
+
+
+class UserError(Exception):
+    """A bad request to ``predict``; its message is the one line the user sees."""
+
+
+class RunFailed(RuntimeError):
+    """The model ran but produced something unusable (wrong shape, NaN)."""
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    if code == EXIT_WEIGHTS:
+        raise WeightsUnavailable(message)
+    if code == EXIT_USAGE:
+        raise UserError(message)
+    raise RunFailed(message)
+
+
+@functools.lru_cache(maxsize=1)
+def load_backend() -> Backend:
+    """The backend registered under ``zoobench.backend`` (``ZOOBENCH_BACKEND`` picks among several)."""
+    found = {ep.name: ep for ep in entry_points(group="zoobench.backend")}
+    wanted = os.environ.get("ZOOBENCH_BACKEND")
+    if not found:
+        fail("no zoobench backend is installed in this environment (entry point group zoobench.backend)", 1)
+    if wanted:
+        if wanted not in found:
+            fail(f"ZOOBENCH_BACKEND={wanted!r} is not installed; installed: {', '.join(sorted(found))}")
+        return found[wanted].load()()
+    if len(found) > 1:
+        fail(f"several backends installed ({', '.join(sorted(found))}); set ZOOBENCH_BACKEND")
+    return next(iter(found.values())).load()()
+
+
+def find_model(backend: Backend, name: str) -> ModelSpec:
+    specs = {s.name: s for s in backend.models()}
+    if name not in specs:
+        close = [n for n in specs if name.lower() in n or n in name.lower()][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        fail(f"unknown model {name!r} for {backend.framework}{hint}; `predict list` shows the {len(specs)} models")
+    return specs[name]
+
+
+def environment(backend: Backend) -> dict[str, Any]:
+    def pkg(name: str) -> str | None:
+        try:
+            return version(name)
+        except Exception:
+            return None
+
+    return {
+        "framework": backend.framework,
+        "framework_version": backend.framework_version(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pillow": pkg("pillow"),
+        "contract": pkg("zoobench-contract"),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "image_tag": os.environ.get("ZOOBENCH_IMAGE_TAG"),
+        "image_id": os.environ.get("ZOOBENCH_IMAGE_ID"),
+        **backend.environment(),
+    }
+
+
+def weights_record(choice: str, spec: ModelSpec) -> dict[str, Any]:
+    if choice == "random":
+        return {"kind": "random", "requested": choice, "source": "random init (seed 0)", "sha256": None}
+    if choice == "imagenet" or choice.startswith("imagenet:"):
+        source = spec.weights if choice == "imagenet" else f"{spec.weights} variant {choice.split(':', 1)[1]}"
+        return {"kind": "imagenet", "requested": choice, "source": source, "sha256": None}
+    path = Path(choice)
+    if not path.is_file():
+        fail(f"--weights {choice}: no such file; use imagenet, random or a weights file path")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"kind": "file", "requested": choice, "source": str(path), "sha256": digest}
+
+
+def report_progress(done: int, total: int, images_per_second: float) -> None:
+    """One machine-readable line on stderr; the orchestrator shows it live."""
+    line = json.dumps({"done": done, "total": total, "images_per_second": round(images_per_second, 2)})
+    print(PROGRESS_PREFIX + line, file=sys.stderr, flush=True)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "outofmemory" in text or "oom when" in text
+
+
+def parse_overrides(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"--preprocess: not valid JSON ({exc.msg}); example: '{{\"resize_size\": 256}}'")
+    if not isinstance(value, dict):
+        fail("--preprocess: must be a JSON object of preprocessing fields")
+    return value
+
+
+@app.command("list")
+def list_models() -> None:
+    """Print a JSON array of the models this image serves, with preprocessing and weights."""
+    backend = load_backend()
+    print(json.dumps([{"framework": backend.framework, **s.to_dict()} for s in backend.models()], indent=2))
+
+
+@app.command("info")
+def info() -> None:
+    """Print a JSON object describing the framework, versions, CUDA/cuDNN, GPUs and image."""
+    print(json.dumps(environment(load_backend()), indent=2, sort_keys=True))
+
+
+@app.command("fetch")
+def fetch(model: str = typer.Option(..., "--model", help="model name from `predict list`")) -> None:
+    """Download a model's pretrained weights into the weights cache (needs network)."""
+    backend = load_backend()
+    spec = find_model(backend, model)
+    try:
+        where = backend.fetch_weights(spec)
+    except WeightsUnavailable as exc:
+        fail(str(exc), EXIT_WEIGHTS)
+    print(json.dumps({"model": spec.name, "weights": spec.weights, "cached_at": where}))
+
+
+@app.command("run")
+def run(
+    model: str = typer.Option(..., "--model", help="model name from `predict list`"),
+    data: Path = typer.Option(..., "--data", help="folder of images (any depth)"),
+    out: Path = typer.Option(..., "--out", help="folder for predictions.npz and run.json"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    weights: str = typer.Option("imagenet", "--weights", help="imagenet | imagenet:VARIANT | random | PATH"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    topk: int = typer.Option(5, "--topk", min=5),
+    save_logits: bool = typer.Option(False, "--save-logits", help="also store float16 logits"),
+    preprocess_json: Optional[str] = typer.Option(None, "--preprocess", help="JSON overrides of the preprocessing"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="decode threads"),
+) -> None:
+    """Predict every image below --data; write predictions.npz and run.json atomically."""
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device {device!r}: use auto, cpu or cuda")
+    backend = load_backend()
+    spec = find_model(backend, model)
+    try:
+        prep = spec.preprocessing.override(parse_overrides(preprocess_json))
+    except (ValueError, TypeError) as exc:
+        fail(f"--preprocess: {exc}")
+    paths = list_images(data)[:limit] if limit else list_images(data)
+    record = weights_record(weights, spec)
+    used_device = backend.resolve_device(device)
+
+    t0 = time.perf_counter()
+    net = backend.load(spec, weights, used_device)
+    t_load = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    warm = np.zeros((min(batch_size, len(paths)), prep.crop_size, prep.crop_size, 3), np.float32)
+    backend.predict(net, warm)
+    t_warm = time.perf_counter() - t0
+
+    all_logits, digests, compute = [], [], 0.0
+    n_workers = workers or default_workers()
+    t0 = last_report = time.perf_counter()
+    for batch in iter_batches(data, paths, prep, batch_size, workers=n_workers):
+        tc = time.perf_counter()
+        logits = np.asarray(backend.predict(net, batch.pixels), dtype=np.float32)
+        compute += time.perf_counter() - tc
+        if logits.shape != (len(batch.paths), spec.num_classes):
+            fail(f"{spec.name}: model returned shape {logits.shape}, expected ({len(batch.paths)}, {spec.num_classes})", 1)
+        all_logits.append(logits)
+        digests.extend(batch.sha256)
+        now = time.perf_counter()
+        if now - last_report >= PROGRESS_EVERY_S or len(digests) == len(paths):
+            report_progress(len(digests), len(paths), len(digests) / (now - t0))
+            last_report = now
+    t_infer = time.perf_counter() - t0
+
+    logits = np.concatenate(all_logits)
+    if not np.isfinite(logits).all():
+        fail(f"{spec.name}: non-finite logits (NaN/inf) from {weights} weights; the weights are broken", 1)
+    indices, scores = softmax_topk(logits, topk)
+    write_predictions(out / PREDICTIONS_FILE, paths, indices, scores, logits if save_logits else None)
+    env = environment(backend)
+    write_json(
+        out / RUN_FILE,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "status": "ok",
+            "framework": backend.framework,
+            "framework_version": env["framework_version"],
+            "model": spec.name,
+            "weights": record,
+            "preprocessing": prep.to_dict(),
+            "device": used_device,
+            "batch_size": batch_size,
+            "topk": topk,
+            "n_images": len(paths),
+            "images_per_second": len(paths) / t_infer if t_infer > 0 else None,
+            "compute_images_per_second": len(paths) / compute if compute > 0 else None,
+            "seconds": {"load": t_load, "warmup": t_warm, "inference": t_infer, "compute": compute},
+            "decode_workers": n_workers,
+            "data": {"root": str(data), "n_images": len(paths), "limit": limit, "digest": set_digest(zip(paths, digests))},
+            "env": env,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    tag = " (RANDOM WEIGHTS)" if record["kind"] == "random" else ""
+    print(f"{backend.framework} {spec.name}{tag}: {len(paths)} images, {len(paths) / t_infer:.1f} img/s -> {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every failure is one ``error:`` line and an exit code."""
+
+    def classify(exc: BaseException) -> tuple[str, int] | None:
+        if is_out_of_memory(exc):
+            return f"out of memory ({type(exc).__name__}); retry with a smaller --batch-size", EXIT_OOM
+        return None
+
+    run_app(
+        app,
+        argv,
+        {UserError: EXIT_USAGE, DataError: EXIT_USAGE, UsageError: EXIT_USAGE, WeightsUnavailable: EXIT_WEIGHTS,
+         RunFailed: EXIT_FAILED},
+        classify,
+        interrupted="interrupted; no output was written",
+    )
+
+
+if __name__ == "__main__":
+    main()

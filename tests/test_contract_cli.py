@@ -1,0 +1,201 @@
+"""The predict contract, in-process, with a tiny numpy backend standing in for a framework."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoobench_contract import cli
+from zoobench_contract.backend import ModelSpec
+from zoobench_contract.outputs import read_predictions
+from zoobench_contract.preprocessing import Preprocessing
+
+
+class NumpyBackend:
+    """A fixed random linear classifier on the preprocessed pixels."""
+
+    framework = "numpy"
+
+    def __init__(self, fail_with: BaseException | None = None) -> None:
+        self.fail_with = fail_with
+        self.spec = ModelSpec("linear", Preprocessing(crop_size=16, resize_size=20), "fixed seed 0")
+        self.w = np.random.default_rng(0).standard_normal((16 * 16 * 3, 1000)).astype(np.float32) / 50
+
+    def framework_version(self) -> str:
+        return np.__version__
+
+    def models(self) -> list[ModelSpec]:
+        return [self.spec]
+
+    def environment(self) -> dict:
+        return {"gpus": []}
+
+    def resolve_device(self, requested: str) -> str:
+        return "cpu"
+
+    def load(self, spec, weights, device):
+        return self.w
+
+    def fetch_weights(self, spec):
+        return "nowhere"
+
+    def predict(self, model, batch):
+        if self.fail_with is not None and batch.shape[0] > 1:
+            raise self.fail_with
+        return np.stack([x.reshape(-1) @ model for x in batch])
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    b = NumpyBackend()
+    monkeypatch.setattr(cli, "load_backend", lambda: b)
+    return b
+
+
+def predict(*args: str) -> int:
+    try:
+        cli.main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def photo(seed: int, size=(40, 30)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "n01440764").mkdir(parents=True)
+    (root / "deep" / "er").mkdir(parents=True)
+    photo(1).save(root / "n01440764" / "b.JPEG")
+    photo(2).save(root / "n01440764" / "a.jpg")
+    photo(3).save(root / "deep" / "er" / "c.PNG")
+    photo(4, (25, 50)).save(root / "d.jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_list_and_info_are_json(backend, capsys):
+    assert predict("list") == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing[0]["name"] == "linear"
+    assert listing[0]["preprocessing"]["crop_size"] == 16
+    assert predict("info") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["framework"] == "numpy" and info["numpy"] == np.__version__
+
+
+def test_run_writes_contract_files(backend, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(out), "--topk", "7") == 0
+    pred = read_predictions(out / "predictions.npz")
+    assert list(pred["paths"]) == ["d.jpeg", "deep/er/c.PNG", "n01440764/a.jpg", "n01440764/b.JPEG"]
+    assert pred["topk_indices"].shape == (4, 7) and pred["topk_scores"].dtype == np.float32
+    assert np.all(np.diff(pred["topk_scores"], axis=1) <= 0), "scores must be sorted descending"
+    run = json.loads((out / "run.json").read_text())
+    for key in ("schema_version", "framework", "framework_version", "model", "weights", "preprocessing",
+                "device", "batch_size", "n_images", "images_per_second", "seconds", "env", "status"):
+        assert key in run, key
+    assert run["status"] == "ok" and run["n_images"] == 4 and run["data"]["digest"].startswith("sha256:")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
+    # the scores are the softmax of the model's logits
+    x = np.stack([np.asarray(Image.open(data / "d.jpeg").convert("RGB").resize((20, 40), Image.BILINEAR))])
+    assert pred["topk_indices"][0, 0] == int(np.argmax(
+        ((x[:, 12:28, 2:18].astype(np.float32) / 255 - np.array([0.485, 0.456, 0.406])) /
+         np.array([0.229, 0.224, 0.225])).astype(np.float32).reshape(1, -1) @ backend.w))
+
+
+def test_batched_equals_single(backend, data, tmp_path):
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "b1"), "--batch-size", "1") == 0
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "b3"), "--batch-size", "3") == 0
+    one, many = read_predictions(tmp_path / "b1" / "predictions.npz"), read_predictions(tmp_path / "b3" / "predictions.npz")
+    np.testing.assert_array_equal(one["topk_indices"], many["topk_indices"])
+    np.testing.assert_allclose(one["topk_scores"], many["topk_scores"], atol=1e-4)
+
+
+def test_limit_and_logits(backend, data, tmp_path):
+    out = tmp_path / "o"
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(out), "--limit", "2", "--save-logits") == 0
+    pred = read_predictions(out / "predictions.npz")
+    assert len(pred["paths"]) == 2 and pred["logits"].shape == (2, 1000) and pred["logits"].dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["--model", "nope"], 2, "unknown model 'nope'"),
+        (["--data", "/nonexistent/zoo"], 2, "does not exist"),
+        (["--preprocess", "{bad"], 2, "--preprocess"),
+        (["--preprocess", '{"crop_size": 64}'], 2, "crop_size"),
+        (["--weights", "/no/such/file.pt"], 2, "no such file"),
+    ],
+)
+def test_bad_input_is_one_line(backend, data, tmp_path, capsys, args, code, needle):
+    base = {"--model": "linear", "--data": str(data), "--out": str(tmp_path / "o")}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    argv = ["run"] + [x for kv in base.items() for x in kv]
+    assert predict(*argv) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "run.json").exists()
+
+
+def test_empty_data_dir(backend, tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    assert predict("run", "--model", "linear", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")) == 2
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_corrupt_jpeg_names_the_file(backend, data, tmp_path, capsys):
+    good = (data / "n01440764" / "a.jpg").read_bytes()
+    (data / "n01440764" / "broken.jpg").write_bytes(good[: len(good) // 3])
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and err.count("\n") == 1
+    assert not (tmp_path / "o" / "predictions.npz").exists()
+
+
+def test_cmyk_grey_16bit_are_converted(backend, tmp_path):
+    root = tmp_path / "odd"
+    root.mkdir()
+    rgb = photo(7)
+    rgb.convert("CMYK").save(root / "cmyk.jpg")
+    grey = rgb.convert("L")
+    grey.save(root / "grey.png")
+    Image.fromarray(np.asarray(grey).astype(np.uint16) * 257).save(root / "grey16.png")
+    rgba = rgb.convert("RGBA")
+    rgba.save(root / "alpha.png")
+    rgb.convert("P").save(root / "palette.png")
+    assert Image.open(root / "grey16.png").mode.startswith("I")
+    assert predict("run", "--model", "linear", "--data", str(root), "--out", str(tmp_path / "o"), "--save-logits") == 0
+    pred = read_predictions(tmp_path / "o" / "predictions.npz")
+    paths = list(pred["paths"])
+    assert paths == ["alpha.png", "cmyk.jpg", "grey.png", "grey16.png", "palette.png"]
+    # 16-bit greyscale scaled down to 8 bits gives the same prediction as the 8-bit file
+    np.testing.assert_array_equal(pred["logits"][2], pred["logits"][3])
+
+
+def test_out_of_memory_exit_code(monkeypatch, data, tmp_path, capsys):
+    b = NumpyBackend(fail_with=MemoryError())
+    monkeypatch.setattr(cli, "load_backend", lambda: b)
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "o"), "--batch-size", "4") == 3
+    assert "smaller --batch-size" in capsys.readouterr().err
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "o"), "--batch-size", "1") == 0
+
+
+def test_killed_write_leaves_no_file(backend, data, tmp_path, monkeypatch):
+    import zoobench_contract.outputs as outputs
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs.np, "savez_compressed", boom)
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "o")) == 130
+    assert list((tmp_path / "o").iterdir()) == []
