@@ -304,7 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors are one line and exit code 2; Ctrl-C keeps finished work."""
     signal.signal(signal.SIGTERM, _interrupt)
     errors = {ManifestError: 2, BenchError: 2, containers.EngineError: 2, DataError: 2}
-    errors.update({kind: 2 for kind in getattr(images, "ERRORS", ())})
+    from .ranking import ERRORS as RANK_ERRORS
+
+    errors.update({kind: 2 for kind in (*images.ERRORS, *RANK_ERRORS)})
     run_app(app, argv, errors, echo=lambda m: console.print(f"[red]{m}", highlight=False, soft_wrap=True),
             interrupted="interrupted; finished models are kept, run the same command again to resume")
 

@@ -16,6 +16,9 @@ PROGRESS_PREFIX = "zoobench-progress "  # written by the contract CLI (zoobench_
 EXIT_CODES = {0: "ok", 2: "bad input", 3: "out of memory", 4: "weights unavailable", 137: "killed (out of memory?)"}
 
 
+IMAGE_UID = 1000  # the non-root user of every runner image (images/*/Dockerfile)
+
+
 class EngineError(RuntimeError):
     """The Docker engine is unreachable or refused a request; one actionable line."""
 
@@ -81,6 +84,10 @@ def predict_in_container(
     }
     if data_dir is not None:
         volumes[str(data_dir.resolve())] = {"bind": "/data", "mode": "ro"}
+    user = None if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    if user is None:  # root host: keep the image's non-root user and let it write its folders
+        for d in (out_dir, weights_dir):
+            os.chown(d, IMAGE_UID, IMAGE_UID)
     device_requests = []
     if gpu is not None:
         device_requests = [docker.types.DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])]
@@ -92,7 +99,7 @@ def predict_in_container(
             detach=True,
             volumes=volumes,
             network_mode="bridge" if network else "none",
-            user=f"{os.getuid()}:{os.getgid()}",
+            user=user,
             environment=env,
             device_requests=device_requests or None,
             shm_size="1g",

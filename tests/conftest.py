@@ -35,3 +35,45 @@ def northcutt_dir() -> Path:
     path = SHARED / "northcutt"
     require(path.is_dir(), f"{path} (published reference predictions) is not beside the checkout")
     return path
+
+
+def zoobench(*args: str, timeout: float = 3600, env: dict | None = None, check: bool = False):
+    """Run the installed ``zoobench`` console script (a real subprocess, as a user would)."""
+    import subprocess
+
+    exe = Path(sys.executable).with_name("zoobench")
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"zoobench {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        require(False, f"Docker engine not reachable ({type(exc).__name__}); run `make docker`")
+    return client
+
+
+@pytest.fixture(scope="session")
+def image_tags(docker_client) -> dict[str, str]:
+    """Build (or reuse, by content hash) every CPU image through the real CLI; name -> tag."""
+    from orchestrator import images
+
+    zoobench("images", "build", "--variant", "cpu", check=True, timeout=3000)
+    specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
+    return {name: images.image_tag(spec, "cpu", ROOT) for name, spec in specs.items()}
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample") / "val"
+    zoobench("data", "sample", "--out", str(out), check=True)
+    out.chmod(0o755)
+    return out

@@ -1,0 +1,69 @@
+"""``zoobench data``: prepare ImageNet val, check a folder, write the sample set.
+
+User errors raise :class:`~zoobench_contract.dataset.DataError`; the top-level ``main`` prints
+them as one line with exit code 2. ``check`` exits 1 when the folder would break a benchmark.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+data_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                       help="Prepare, check and sample validation data.")
+
+
+def _ticker(label: str, every_s: float = 5.0) -> Callable[..., None]:
+    """Progress on stderr at most every ``every_s`` seconds (only for long runs)."""
+    last = [time.monotonic()]
+
+    def tick(done: int, total: Optional[int] = None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            print(f"{label}: {done}" + (f"/{total}" if total else "") + " files", file=sys.stderr, flush=True)
+
+    return tick
+
+
+@data_app.command("prepare")
+def prepare_cmd(
+    out: Path = typer.Option(..., "--out", help="destination: OUT/<wnid>/ILSVRC2012_val_*.JPEG"),
+    val_tar: Optional[Path] = typer.Option(None, "--val-tar", help="ILSVRC2012_img_val.tar (read as a stream)"),
+    val_dir: Optional[Path] = typer.Option(None, "--val-dir", help="folder holding the val JPEGs"),
+    link: bool = typer.Option(False, "--link", help="hard-link instead of copying (--val-dir; symlink across disks)"),
+) -> None:
+    """Sort the ImageNet validation images into synset folders, using the shipped ground truth."""
+    from .prepare import prepare
+
+    report = prepare(out, val_tar=val_tar, val_dir=val_dir, link=link, progress=_ticker("prepare"))
+    typer.echo(report.summary())
+
+
+@data_app.command("check")
+def check_cmd(
+    folder: Path = typer.Argument(..., help="validation folder (synset sub-folders)"),
+    as_json: bool = typer.Option(False, "--json", help="print the full report as JSON"),
+    workers: int = typer.Option(2, "--workers", min=1, help="decoding threads"),
+) -> None:
+    """Decode every image and report problems by file. Exit 1 when the folder would break a benchmark."""
+    from .check import check
+
+    report = check(folder, workers=workers, progress=_ticker("check"))
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("sample")
+def sample_cmd(
+    out: Path = typer.Option(..., "--out", help="folder for the sample set"),
+) -> None:
+    """Write the six-photo sample set (from scikit-image and scikit-learn) as synset folders."""
+    from .sample import make_sample
+
+    typer.echo(make_sample(out).summary())

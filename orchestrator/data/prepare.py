@@ -1,0 +1,256 @@
+"""Sort the ILSVRC-2012 validation images into ``OUT/<wnid>/<file>`` synset folders.
+
+The source is the official ``ILSVRC2012_img_val.tar`` (read as a stream: no second copy of
+the archive on disk) or a folder of the val JPEGs (copied, or hard-linked with ``link``).
+Labels come from the shipped ground truth (:mod:`.ground_truth`), so nothing is downloaded.
+Every file is written atomically (temp file + rename); running again skips identical files,
+so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import tarfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Optional
+
+from zoobench_contract.dataset import DataError
+
+from .ground_truth import N_VAL, val_ground_truth
+
+Progress = Callable[[int], None]
+SHOW = 10  # names listed per problem in summary()
+
+
+@dataclass
+class PrepareReport:
+    """What one :func:`prepare` run did, and whether ``out`` now holds the full val set."""
+
+    out: Path
+    source: str
+    written: int = 0  # files copied or extracted
+    linked: int = 0  # hard links made
+    symlinked: int = 0  # symbolic links made (hard link impossible, e.g. across filesystems)
+    skipped: int = 0  # identical file already in place
+    replaced: list[str] = field(default_factory=list)  # a different file was in place and was replaced
+    unknown: list[str] = field(default_factory=list)  # source files that are not ImageNet val images
+    repeated: list[str] = field(default_factory=list)  # val names met twice in the source (first kept)
+    missing: list[str] = field(default_factory=list)  # val images absent from ``out`` after the run
+    classes: int = 0  # synset folders holding at least one val image
+    seconds: float = 0.0
+
+    @property
+    def placed(self) -> int:
+        return self.written + self.linked + self.symlinked + self.skipped
+
+    @property
+    def present(self) -> int:
+        return N_VAL - len(self.missing)
+
+    @property
+    def full(self) -> bool:
+        """True when ``out`` holds all 1000 classes x 50 images."""
+        return not self.missing
+
+    def summary(self) -> str:
+        lines = [f"prepared {self.out} from {self.source} in {self.seconds:.1f}s",
+                 f"  written {self.written}, hard-linked {self.linked}, symlinked {self.symlinked}, "
+                 f"already in place {self.skipped}"]
+        if self.full:
+            lines.append(f"  complete: 1000 classes x 50 images ({N_VAL} files)")
+        else:
+            lines.append(f"  incomplete: {self.present} of {N_VAL} val images in {self.classes} of 1000 classes; "
+                         f"{len(self.missing)} missing{_names(self.missing)}")
+        for label, names in (("not ImageNet val files (left out)", self.unknown),
+                             ("val names met twice in the source (first kept)", self.repeated),
+                             ("replaced a different file already in place", self.replaced)):
+            if names:
+                lines.append(f"  {len(names)} {label}{_names(names)}")
+        return "\n".join(lines)
+
+
+def _names(names: list[str]) -> str:
+    more = f" ... and {len(names) - SHOW} more" if len(names) > SHOW else ""
+    return ": " + ", ".join(names[:SHOW]) + more
+
+
+def prepare(out: Path, val_tar: Optional[Path] = None, val_dir: Optional[Path] = None, link: bool = False,
+            progress: Optional[Progress] = None) -> PrepareReport:
+    """Fill ``out/<wnid>/`` from ``val_tar`` or ``val_dir`` (exactly one); ``progress(n)`` per source file."""
+    t0 = time.perf_counter()
+    if (val_tar is None) == (val_dir is None):
+        raise DataError("give exactly one source: --val-tar ILSVRC2012_img_val.tar or --val-dir FOLDER")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+    if val_tar is not None:
+        val_tar = Path(val_tar)
+        if link:
+            raise DataError("--link needs --val-dir; files from a tar are always extracted")
+        if not val_tar.exists() or val_tar.is_dir():  # a pipe is fine: the tar is read as a stream
+            raise DataError(f"{val_tar}: no such file; pass the path of ILSVRC2012_img_val.tar with --val-tar")
+        report = PrepareReport(out, f"tar {val_tar}")
+        _from_tar(val_tar, out, report, progress)
+    else:
+        val_dir = Path(val_dir)  # type: ignore[arg-type]
+        if not val_dir.is_dir():
+            raise DataError(f"{val_dir}: no such folder; pass the folder of ILSVRC2012_val_*.JPEG with --val-dir")
+        if out.exists() and out.resolve() == val_dir.resolve():
+            raise DataError(f"{out}: --out must differ from --val-dir")
+        report = PrepareReport(out, f"folder {val_dir}")
+        _from_dir(val_dir, out, link, report, progress)
+    if report.placed == 0:
+        raise DataError(f"{report.source.split(' ', 1)[1]}: no ILSVRC2012 val images in it "
+                        f"({len(report.unknown)} other files); is this the validation set?")
+    _tally(out, report)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _from_tar(tar_path: Path, out: Path, report: PrepareReport, progress: Optional[Progress]) -> None:
+    truth = val_ground_truth()
+    seen: set[str] = set()
+    n = 0
+    try:
+        stream = tarfile.open(tar_path, mode="r|*")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{tar_path}: not a readable tar archive ({_reason(exc)}); check the download") from None
+    with stream:
+        try:
+            for member in stream:
+                if not member.isfile():
+                    continue
+                n += 1
+                name = PurePosixPath(member.name).name
+                if name not in truth:
+                    report.unknown.append(member.name)
+                elif name in seen:
+                    report.repeated.append(member.name)
+                else:
+                    seen.add(name)
+                    fobj = stream.extractfile(member)
+                    data = fobj.read() if fobj is not None else b""
+                    _place_bytes(data, out / truth[name] / name, report)
+                if progress:
+                    progress(n)
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise DataError(f"{tar_path}: archive is damaged or truncated after {n} files ({_reason(exc)}); "
+                            "files written so far are kept, fix the archive and run again") from None
+        except OSError as exc:
+            if exc.filename:  # writing under out failed
+                raise DataError(f"{exc.filename}: cannot write ({exc.strerror}); check free space "
+                                "and permissions, then run again to resume") from None
+            raise DataError(f"{tar_path}: read failed after {n} files ({_reason(exc)}); run again to resume") from None
+
+
+def _from_dir(val_dir: Path, out: Path, link: bool, report: PrepareReport, progress: Optional[Progress]) -> None:
+    truth = val_ground_truth()
+    seen: set[str] = set()
+    out_real = os.path.realpath(out)
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(val_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) != out_real)
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            src = Path(dirpath, name)
+            n += 1
+            if name not in truth:
+                report.unknown.append(src.relative_to(val_dir).as_posix())
+            elif name in seen:
+                report.repeated.append(src.relative_to(val_dir).as_posix())
+            else:
+                seen.add(name)
+                try:
+                    _place_file(src, out / truth[name] / name, link, report)
+                except OSError as exc:
+                    raise DataError(f"{exc.filename or src}: cannot copy ({exc.strerror or exc}); check free space "
+                                    "and permissions, then run again to resume") from None
+            if progress:
+                progress(n)
+
+
+def _place_bytes(data: bytes, dest: Path, report: PrepareReport) -> None:
+    if dest.is_file() and dest.stat().st_size == len(data) and dest.read_bytes() == data:
+        report.skipped += 1
+        return
+    if dest.exists() or dest.is_symlink():
+        report.replaced.append(dest.relative_to(report.out).as_posix())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dest)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    finally:
+        _discard(tmp)
+    report.written += 1
+
+
+def _place_file(src: Path, dest: Path, link: bool, report: PrepareReport) -> None:
+    if dest.exists():
+        if _same(src, dest):
+            report.skipped += 1
+            return
+        report.replaced.append(dest.relative_to(report.out).as_posix())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dest)
+    _discard(tmp)
+    try:
+        if link:
+            try:
+                os.link(src, tmp)
+                kind = "linked"
+            except OSError:  # another filesystem, or no hard links there
+                os.symlink(os.path.abspath(src), tmp)
+                kind = "symlinked"
+        else:
+            shutil.copyfile(src, tmp)
+            kind = "written"
+        os.replace(tmp, dest)
+    finally:
+        _discard(tmp)
+    setattr(report, kind, getattr(report, kind) + 1)
+
+
+def _same(src: Path, dest: Path) -> bool:
+    try:
+        return os.path.samefile(src, dest) or filecmp.cmp(src, dest, shallow=False)
+    except OSError:
+        return False
+
+
+def _tmp_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+
+
+def _discard(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _tally(out: Path, report: PrepareReport) -> None:
+    """Which val images ``out`` holds now, whatever run put them there."""
+    by_class: dict[str, set[str]] = {}
+    for name, wnid in val_ground_truth().items():
+        by_class.setdefault(wnid, set()).add(name)
+    missing: list[str] = []
+    for wnid, names in by_class.items():
+        folder = out / wnid
+        present = set(os.listdir(folder)) & names if folder.is_dir() else set()
+        report.classes += bool(present)
+        missing.extend(names - present)
+    report.missing = sorted(missing)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,88 @@
+"""Ground-truth class index of each prediction path: from its synset folder or from a labels CSV."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import numpy as np
+
+FIX = "put images in synset folders (e.g. n01440764/x.JPEG) or pass --labels CSV (columns filename,wnid)"
+
+
+class LabelError(ValueError):
+    """A prediction path without a known ImageNet label (the message is one line)."""
+
+
+def _wnid_index() -> dict[str, int]:
+    from zoobench_contract.imagenet import wnid_to_index
+
+    return wnid_to_index()
+
+
+def labels_from_folders(paths: Sequence[str]) -> np.ndarray:
+    """Class index per path: the deepest folder component of the path that is an ImageNet wnid."""
+    index = _wnid_index()
+    by_folder: dict[str, int] = {}
+    out = np.empty(len(paths), dtype=np.int64)
+    for i, path in enumerate(paths):
+        folder, _, _ = str(path).replace("\\", "/").rpartition("/")
+        label = by_folder.get(folder)
+        if label is None:
+            label = next((index[p] for p in reversed(folder.split("/")) if p in index), -1)
+            by_folder[folder] = label
+        if label < 0:
+            raise LabelError(f"no label for {path!r}: none of its folders is an ImageNet wnid; {FIX}")
+        out[i] = label
+    return out
+
+
+def read_label_csv(csv_path: Path) -> dict[str, int]:
+    """File basename -> class index from a CSV with a header holding ``filename`` and ``wnid``
+    (extra columns such as ``index`` and ``label`` are ignored)."""
+    index = _wnid_index()
+    csv_path = Path(csv_path)
+    try:
+        handle = csv_path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise LabelError(f"labels CSV {csv_path}: cannot read ({exc.strerror or exc}); pass an existing file") from None
+    table: dict[str, int] = {}
+    with handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip() for f in reader.fieldnames or []]
+        if "filename" not in fields or "wnid" not in fields:
+            raise LabelError(f"labels CSV {csv_path}: header must name columns filename,wnid "
+                             f"(found {','.join(fields) or 'nothing'})")
+        reader.fieldnames = fields
+        for line, row in enumerate(reader, start=2):
+            name = PurePosixPath((row.get("filename") or "").strip().replace("\\", "/")).name
+            wnid = (row.get("wnid") or "").strip()
+            if not name:
+                raise LabelError(f"labels CSV {csv_path} line {line}: empty filename; fill it in or delete the line")
+            if wnid not in index:
+                raise LabelError(f"labels CSV {csv_path} line {line}: {wnid!r} is not an ImageNet-1k wnid; fix the row")
+            label = index[wnid]
+            if table.setdefault(name, label) != label:
+                raise LabelError(f"labels CSV {csv_path} line {line}: {name!r} appears twice with different "
+                                 "wnids; keep one row per file")
+    if not table:
+        raise LabelError(f"labels CSV {csv_path}: no rows; give one filename,wnid row per image")
+    return table
+
+
+def labels_from_csv(paths: Sequence[str], csv_path: Path) -> np.ndarray:
+    """Class index per path, matched to the CSV by file basename."""
+    table = read_label_csv(csv_path)
+    out = np.empty(len(paths), dtype=np.int64)
+    for i, path in enumerate(paths):
+        label = table.get(str(path).replace("\\", "/").rpartition("/")[2])
+        if label is None:
+            raise LabelError(f"no label for {path!r} in {csv_path}: add a row for "
+                             f"{str(path).rpartition('/')[2]!r} (filename,wnid)")
+        out[i] = label
+    return out
+
+
+def labels_for(paths: Sequence[str], labels_csv: Path | None = None) -> np.ndarray:
+    """Class indices for ``paths``: from ``labels_csv`` when given, else from synset folders."""
+    return labels_from_csv(paths, labels_csv) if labels_csv is not None else labels_from_folders(paths)

@@ -1,0 +1,361 @@
+"""Score finished runs (predictions.npz + run.json) against ground truth and rank them."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from .labels import LabelError, labels_for
+from .stats import competition_rank, mcnemar_paired, wilson
+
+RUN_FILE = "run.json"
+PREDICTIONS_FILE = "predictions.npz"
+SKIP_SUFFIXES = (".partial", ".old")
+SKIP_NAMES = {"logs"}
+FORMATS = ("table", "markdown", "csv", "json", "none")
+ALPHA = 0.05
+
+
+class RankError(ValueError):
+    """Results that cannot be ranked (the message is one line naming the run and the fix)."""
+
+
+ERRORS = (RankError, LabelError)
+
+
+@dataclass
+class ModelResult:
+    """One finished run, scored."""
+
+    run: str
+    run_dir: Path
+    framework: str
+    framework_version: str
+    model: str
+    weights: str
+    n: int
+    acc1: float
+    acc5: float
+    ci1: tuple[float, float]
+    ci5: tuple[float, float]
+    images_per_second: float | None
+    data_digest: str
+    device: str = ""
+    batch_size: int | None = None
+    correct1: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    correct5: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+
+    @property
+    def platform(self) -> str:
+        return f"{self.framework} {self.framework_version}".strip()
+
+
+@dataclass
+class RankRow:
+    """A ranked result; ``p_vs_next`` compares Acc@1 with the row below (None on the last row)."""
+
+    result: ModelResult
+    rank1: int
+    rank5: int
+    p_vs_next: float | None
+    significant_vs_next: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "run": r.run, "platform": r.platform, "framework": r.framework,
+            "framework_version": r.framework_version, "model": r.model, "weights": r.weights, "n": r.n,
+            "acc1": r.acc1, "acc5": r.acc5, "acc1_ci": list(r.ci1), "acc5_ci": list(r.ci5),
+            "rank1": self.rank1, "rank5": self.rank5, "images_per_second": r.images_per_second,
+            "p_vs_next": self.p_vs_next, "significant_vs_next": self.significant_vs_next,
+            "device": r.device, "batch_size": r.batch_size, "data_digest": r.data_digest,
+        }
+
+
+# ---------------------------------------------------------------- loading
+
+def find_runs(results_dir: Path) -> list[Path]:
+    """Run folders: ``results_dir`` itself if it holds a run.json, else its sub-folders (one level)."""
+    if (results_dir / RUN_FILE).is_file():
+        return [results_dir]
+    return sorted(p for p in results_dir.iterdir()
+                  if p.is_dir() and p.name not in SKIP_NAMES and not p.name.startswith(".")
+                  and not p.name.endswith(SKIP_SUFFIXES))
+
+
+def _field(run: dict[str, Any], path: str, where: Path) -> Any:
+    value: Any = run
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise RankError(f"{where}: field {path!r} is missing; re-run this model (the file predates the contract)")
+        value = value[key]
+    return value
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RankError(f"{path}: unreadable ({type(exc).__name__}); delete the run folder and re-run it") from None
+    if not isinstance(run, dict):
+        raise RankError(f"{path}: not a JSON object; delete the run folder and re-run it")
+    if run.get("schema_version") != 1:
+        raise RankError(f"{path}: schema_version {run.get('schema_version')!r}, this zoobench reads 1; "
+                        "re-run the model with a matching image")
+    return run
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("paths", "topk_indices") if k not in z.files]
+            if missing:
+                raise RankError(f"{path}: array {missing[0]!r} is missing; re-run this model")
+            paths, topk = z["paths"], z["topk_indices"]
+    except RankError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable npz is one user-facing line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise RankError(f"{path}: unreadable ({type(exc).__name__}: {first}); delete the run folder and re-run it") \
+            from None
+    if paths.ndim != 1 or paths.dtype.kind != "U":
+        raise RankError(f"{path}: 'paths' must be a 1-D unicode array; re-run this model")
+    if topk.ndim != 2 or topk.shape[0] != paths.shape[0] or topk.shape[1] < 5 or topk.dtype.kind not in "iu":
+        raise RankError(f"{path}: 'topk_indices' must be integer N x K with N = {paths.shape[0]} and K >= 5 "
+                        f"(got {topk.dtype} {topk.shape}); re-run this model")
+    return paths, topk
+
+
+def _same_images(first: tuple[str, str, np.ndarray], other: tuple[str, str, np.ndarray]) -> None:
+    (name_a, digest_a, paths_a), (name_b, digest_b, paths_b) = first, other
+    why = ""
+    if digest_a != digest_b:
+        why = f"data digest {digest_a[:19]}... vs {digest_b[:19]}..."
+    elif paths_a.shape != paths_b.shape:
+        why = f"{paths_a.shape[0]} vs {paths_b.shape[0]} images"
+    elif not np.array_equal(paths_a, paths_b):
+        why = "different image path lists"
+    if why:
+        raise RankError(f"runs {name_a!r} and {name_b!r} were evaluated on different image sets ({why}); "
+                        "rank them in separate results folders or re-run one on the same data")
+
+
+def load_results(results_dir: Path, labels_csv: Path | None = None) -> tuple[list[ModelResult], list[str]]:
+    """Score every finished run below ``results_dir``; returns (results, notes on runs not ranked)."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise RankError(f"results folder {results_dir} does not exist; "
+                        "run `zoobench run` first or pass the right folder")
+    notes: list[str] = []
+    loaded: list[tuple[Path, dict[str, Any], np.ndarray]] = []
+    reference: tuple[str, str, np.ndarray] | None = None
+    for run_dir in find_runs(results_dir):
+        run_path, pred_path = run_dir / RUN_FILE, run_dir / PREDICTIONS_FILE
+        if not run_path.is_file():
+            if pred_path.is_file():
+                notes.append(f"{run_dir.name}: predictions.npz without run.json; not ranked (re-run it)")
+            continue
+        run = _read_run_json(run_path)
+        status = run.get("status")
+        if status != "ok":
+            reason = run.get("reason") or run.get("error") or ""
+            notes.append(f"{run_dir.name}: status {status!r}{': ' + str(reason) if reason else ''}; not ranked")
+            continue
+        if not pred_path.is_file():
+            raise RankError(f"{pred_path} is missing although run.json says ok; re-run this model with --force")
+        paths, topk = _read_predictions(pred_path)
+        if isinstance(run.get("n_images"), int) and run["n_images"] != paths.shape[0]:
+            raise RankError(f"{run_path}: n_images {run['n_images']} but predictions.npz holds {paths.shape[0]} "
+                            "rows; re-run this model")
+        digest = str(_field(run, "data.digest", run_path))
+        this = (run_dir.name, digest, paths)
+        if reference is None:
+            reference = this
+        else:
+            _same_images(reference, this)
+        loaded.append((run_dir, run, topk))
+    if not loaded:
+        extra = f" ({len(notes)} run(s) did not finish; first: {notes[0]})" if notes else ""
+        raise RankError(f"no finished runs in {results_dir}; run `zoobench run` first{extra}")
+    assert reference is not None
+    truth = labels_for(reference[2].tolist(), labels_csv)
+    return [_score(run_dir, run, topk, truth) for run_dir, run, topk in loaded], notes
+
+
+def _score(run_dir: Path, run: dict[str, Any], topk: np.ndarray, truth: np.ndarray) -> ModelResult:
+    where = run_dir / RUN_FILE
+    correct1 = topk[:, 0] == truth
+    correct5 = (topk[:, :5] == truth[:, None]).any(axis=1)
+    n = int(truth.shape[0])
+    k1, k5 = int(correct1.sum()), int(correct5.sum())
+    weights = _field(run, "weights", where)
+    ips = run.get("images_per_second")
+    return ModelResult(
+        run=run_dir.name, run_dir=run_dir,
+        framework=str(_field(run, "framework", where)), framework_version=str(run.get("framework_version") or ""),
+        model=str(_field(run, "model", where)),
+        weights=str(weights.get("kind", "?") if isinstance(weights, dict) else weights),
+        n=n, acc1=k1 / n if n else 0.0, acc5=k5 / n if n else 0.0, ci1=wilson(k1, n), ci5=wilson(k5, n),
+        images_per_second=float(ips) if isinstance(ips, (int, float)) and ips > 0 else None,
+        data_digest=str(_field(run, "data.digest", where)), device=str(run.get("device") or ""),
+        batch_size=run.get("batch_size"), correct1=correct1, correct5=correct5,
+    )
+
+
+# ---------------------------------------------------------------- ranking
+
+def rank_results(results: list[ModelResult]) -> list[RankRow]:
+    """Rows by Acc@1 (then Acc@5) descending, competition ranks, exact McNemar against the next row."""
+    ordered = sorted(results, key=lambda r: (-int(r.correct1.sum()), -int(r.correct5.sum()),
+                                             r.platform, r.model, r.run))
+    rank1 = competition_rank([int(r.correct1.sum()) for r in ordered])
+    rank5 = competition_rank([int(r.correct5.sum()) for r in ordered])
+    rows = []
+    for i, r in enumerate(ordered):
+        p = mcnemar_paired(r.correct1, ordered[i + 1].correct1) if i + 1 < len(ordered) else None
+        rows.append(RankRow(r, rank1[i], rank5[i], p, None if p is None else p < ALPHA))
+    return rows
+
+
+# ---------------------------------------------------------------- formatting
+
+def pct(x: float) -> str:
+    return f"{100 * x:.3f}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    if p == 0.0:
+        return "<1e-300"
+    return f"{p:.3g}" if p >= 1e-3 else f"{p:.2e}"
+
+
+def fmt_ips(ips: float | None) -> str:
+    return "" if ips is None else f"{ips:.1f}"
+
+
+CAPTION = ("95% CI: Wilson. p vs next: exact McNemar test on Acc@1 against the row below; "
+           f"* = significant (p < {ALPHA}). Weights 'random' = untrained baseline.")
+
+
+def _text_cells(row: RankRow) -> list[str]:
+    r = row.result
+    sig = "" if row.p_vs_next is None else (" *" if row.significant_vs_next else "")
+    return [str(row.rank1), str(row.rank5), r.platform, r.model, r.weights, str(r.n),
+            pct(r.acc1), f"{pct(r.ci1[0])}-{pct(r.ci1[1])}", pct(r.acc5), f"{pct(r.ci5[0])}-{pct(r.ci5[1])}",
+            fmt_ips(r.images_per_second), fmt_p(row.p_vs_next) + sig]
+
+
+HEADERS = ["Rank@1", "Rank@5", "Platform", "Model", "Weights", "N", "Acc@1 %", "Acc@1 95% CI",
+           "Acc@5 %", "Acc@5 95% CI", "img/s", "p vs next"]
+
+
+def format_table(rows: list[RankRow], width: int | None = None) -> Table:
+    """A rich table that fits ``width`` where it can: full, then without CI columns, then compact."""
+    wide = Console(width=10_000)
+    for layout in ("full", "no-ci", "compact"):
+        table = _build_table(rows, layout)
+        if width is None or Measurement.get(wide, wide.options, table).maximum <= width:
+            break
+    return table
+
+
+SHORT = {"Rank@1": "#1", "Rank@5": "#5", "Acc@1 %": "Acc@1", "Acc@5 %": "Acc@5", "p vs next": "p next"}
+
+
+def _build_table(rows: list[RankRow], layout: str) -> Table:
+    n = rows[0].result.n if rows else 0
+    title = f"ImageNet ranking ({n} images)"
+    caption = CAPTION
+    drop = {"N"}
+    if layout != "full":
+        drop |= {h for h in HEADERS if "CI" in h}
+        caption = caption.replace("95% CI: Wilson. ", "(Widen the terminal for 95% CIs.) ")
+    if layout == "compact":
+        caption = "#1/#5 = Rank@1/Rank@5; accuracies in %. " + caption
+        if all(r.result.weights == "imagenet" for r in rows):
+            drop.add("Weights")
+        if all(r.result.images_per_second is None for r in rows):
+            drop.add("img/s")
+        table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=0,
+                      collapse_padding=True)
+    else:
+        table = Table(title=title, caption=caption)
+    keep = [i for i, h in enumerate(HEADERS) if h not in drop]
+    for i in keep:
+        text_col = HEADERS[i] in ("Platform", "Model", "Weights")
+        header = SHORT.get(HEADERS[i], HEADERS[i]) if layout == "compact" else HEADERS[i]
+        table.add_column(header, justify="left" if text_col else "right", overflow="fold", no_wrap=not text_col)
+    for row in rows:
+        cells = [Text(c) for c in _text_cells(row)]
+        if row.result.weights == "random":
+            cells[4].stylize("bold red")
+        elif row.result.weights != "imagenet":
+            cells[4].stylize("yellow")
+        table.add_row(*(cells[i] for i in keep), style="dim" if row.result.weights == "random" else None)
+    return table
+
+
+def format_markdown(rows: list[RankRow]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join("---:" if h not in ("Platform", "Model", "Weights") else "---" for h in HEADERS) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in _text_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n\n" + CAPTION + "\n"
+
+
+CSV_FIELDS = ["rank1", "rank5", "platform", "model", "weights", "n", "acc1_pct", "acc1_ci_low_pct",
+              "acc1_ci_high_pct", "acc5_pct", "acc5_ci_low_pct", "acc5_ci_high_pct", "images_per_second",
+              "p_vs_next", "significant_vs_next", "run"]
+
+
+def format_csv(rows: list[RankRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        r = row.result
+        writer.writerow([row.rank1, row.rank5, r.platform, r.model, r.weights, r.n, pct(r.acc1), pct(r.ci1[0]),
+                         pct(r.ci1[1]), pct(r.acc5), pct(r.ci5[0]), pct(r.ci5[1]), fmt_ips(r.images_per_second),
+                         "" if row.p_vs_next is None else f"{row.p_vs_next:.6g}",
+                         "" if row.significant_vs_next is None else str(row.significant_vs_next).lower(), r.run])
+    return buf.getvalue()
+
+
+def format_json(rows: list[RankRow]) -> str:
+    def clean(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+    return json.dumps([clean(row.to_dict()) for row in rows], indent=2)
+
+
+def run_rank(results_dir: Path, labels_csv: Path | None, fmt: str, console: Console) -> list[RankRow]:
+    """Load, score and rank RESULTS_DIR; print it as ``fmt`` (table|markdown|csv|json|none) on ``console``."""
+    if fmt not in FORMATS:
+        raise RankError(f"unknown format {fmt!r}; use one of {'|'.join(FORMATS[:-1])}")
+    results, notes = load_results(Path(results_dir), labels_csv)
+    rows = rank_results(results)
+    if fmt == "table":
+        console.print(format_table(rows, console.width))
+    elif fmt != "none":
+        text = {"markdown": format_markdown, "csv": format_csv, "json": format_json}[fmt](rows)
+        console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True, emoji=False)
+    if notes:
+        err = Console(stderr=True)
+        for note in notes:
+            err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    return rows

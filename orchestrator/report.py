@@ -1,0 +1,77 @@
+"""Write a ranking as results.md and a plot of Acc@1 against throughput (acc_vs_speed.png)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .ranking import RankRow, format_markdown
+
+MARKERS = "os^Dv<>PX*hp"
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill a temp file beside ``path`` (same suffix), then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def markdown_report(rows: list[RankRow]) -> str:
+    first = rows[0].result if rows else None
+    head = ["# zoobench results", ""]
+    if first is not None:
+        head += [f"{first.n} images, data digest `{first.data_digest}`.", ""]
+    unmeasured = [r.result.run for r in rows if r.result.images_per_second is None]
+    tail = [f"\nNo throughput recorded for: {', '.join(unmeasured)} (left out of the plot).\n"] if unmeasured else []
+    plot = "\n![Acc@1 against images per second](acc_vs_speed.png)\n"
+    return "\n".join(head) + "\n" + format_markdown(rows) + "".join(tail) + plot
+
+
+def plot_acc_vs_speed(rows: list[RankRow], path: Path) -> None:
+    """Acc@1 (%) against images/s on a log axis; one colour and marker per framework, labelled points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    points = [r.result for r in rows if r.result.images_per_second is not None]
+    frameworks = sorted({r.platform for r in points})
+    colours = [f"C{i % 10}" for i in range(len(frameworks))]
+    for i, fw in enumerate(frameworks):
+        mine = [r for r in points if r.platform == fw]
+        ax.scatter([r.images_per_second for r in mine], [100 * r.acc1 for r in mine], label=fw,
+                   color=colours[i], marker=MARKERS[i % len(MARKERS)], s=40, zorder=3)
+        for r in mine:
+            ax.annotate(r.model + (" (random)" if r.weights == "random" else ""),
+                        (r.images_per_second, 100 * r.acc1), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    if points:
+        ax.set_xscale("log")
+        ax.legend(title="framework", fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no throughput recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("images / second (end to end, log scale)")
+    ax.set_ylabel("Acc@1 (%)")
+    n = rows[0].result.n if rows else 0
+    ax.set_title(f"Accuracy vs throughput ({n} images)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def write_report(rows: list[RankRow], out_dir: Path) -> list[Path]:
+    """Write ``results.md`` and ``acc_vs_speed.png`` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    md = _atomic(out_dir / "results.md", lambda p: p.write_text(markdown_report(rows), encoding="utf-8"))
+    png = _atomic(out_dir / "acc_vs_speed.png", lambda p: plot_acc_vs_speed(rows, p))
+    return [md, png]

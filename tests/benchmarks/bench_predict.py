@@ -1,0 +1,88 @@
+"""Throughput benchmark (not a test): prints figures and ratios, asserts nothing.
+
+For EfficientNet-Lite0 in each framework image, on the same images:
+  * `predict run` (parallel decode overlapped with compute) vs a bare in-process loop of the
+    same framework and model (tests/benchmarks/bare_loop.py, run in the same image);
+  * Keras (and PyTorch) batched vs one image at a time.
+Usage: .venv/bin/python tests/benchmarks/bench_predict.py [--images 96] [--batch-size 32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from orchestrator import images  # noqa: E402
+from orchestrator.data.sample import make_sample  # noqa: E402
+
+
+def make_images(out: Path, n: int) -> Path:
+    """n JPEGs made from the real sample photos (crops and flips, ImageNet-like sizes)."""
+    sample = out / "sample"
+    make_sample(sample)
+    photos = [Image.open(p).convert("RGB") for p in sorted(sample.glob("*/*.*")) if p.suffix != ".md"]
+    data = out / "bench"
+    data.mkdir()
+    for i in range(n):
+        img = photos[i % len(photos)]
+        w, h = img.size
+        f = 0.6 + 0.4 * ((i * 7) % 10) / 10
+        box = (int((1 - f) * w / 2), int((1 - f) * h / 2), int((1 + f) * w / 2), int((1 + f) * h / 2))
+        img = img.crop(box).resize((500, 375))
+        (ImageOps.mirror(img) if i % 2 else img).save(data / f"{i:05d}.jpg", quality=90)
+    data.chmod(0o755)
+    return data
+
+
+def docker(tag: str, args: list[str], data: Path, out: Path | None = None, entry: str | None = None) -> str:
+    cmd = ["docker", "run", "--rm", "--network", "none", "-v", f"{data}:/data:ro",
+           "-v", f"{Path(__file__).parent}:/bench:ro"]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        out.chmod(0o777)
+        cmd += ["-v", f"{out}:/out"]
+    if entry:
+        cmd += ["--entrypoint", entry]
+    proc = subprocess.run(cmd + [tag, *args], capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"benchmark failed in {tag}: {proc.stderr.strip()[-400:]}")
+    return proc.stdout
+
+
+def predict_ips(tag: str, data: Path, work: Path, batch: int) -> float:
+    out = work / f"{tag.replace('/', '_').replace(':', '_')}-{batch}"
+    docker(tag, ["run", "--model", "efficientnet_lite0", "--data", "/data", "--out", "/out", "--batch-size", str(batch)], data, out)
+    return json.loads((out / "run.json").read_text())["images_per_second"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--variant", default="cpu")
+    args = ap.parse_args()
+    specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = make_images(work, args.images)
+        print(f"{args.images} images (500x375 JPEG), efficientnet_lite0, batch {args.batch_size}, CPU")
+        print(f"{'image':10} {'predict img/s':>14} {'bare img/s':>11} {'ratio':>6} {'batch-1 img/s':>14} {'batched/1':>9}")
+        for name in ("pytorch", "keras"):
+            tag = images.image_tag(specs[name], args.variant, ROOT)
+            ips = predict_ips(tag, data, work, args.batch_size)
+            bare = json.loads(docker(tag, ["/bench/bare_loop.py", "efficientnet_lite0", "/data", str(args.batch_size)],
+                                     data, entry="python"))["images_per_second"]
+            one = predict_ips(tag, data, work, 1)
+            print(f"{name:10} {ips:14.1f} {bare:11.1f} {ips / bare:6.2f} {one:14.1f} {ips / one:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

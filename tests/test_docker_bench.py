@@ -1,0 +1,109 @@
+"""The orchestrator end to end: real containers, ranking, resume after a kill, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, zoobench
+
+pytestmark = pytest.mark.docker
+
+
+def one_line_error(proc, needle: str) -> None:
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, err)
+    assert "Traceback" not in err and needle in err, err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_sample_bench_ranks_lite0_in_both_frameworks(image_tags, tmp_path):
+    results = tmp_path / "results"
+    proc = zoobench("run", "--profile", "sample", "--results", str(results), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    lite = {r["platform"].split()[0]: r for r in rows if r["model"] == "efficientnet_lite0"}
+    assert set(lite) == {"pytorch", "keras"}
+    for r in lite.values():
+        assert r["n"] == 6 and r["acc1"] >= 4 / 6 and r["acc5"] == 1.0 and r["weights"] == "imagenet"
+    assert lite["pytorch"]["acc1"] == lite["keras"]["acc1"]
+    stamps = {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
+    assert len(stamps) == 2
+    again = zoobench("run", "--profile", "sample", "--results", str(results))
+    assert again.returncode == 0 and again.stderr.count("reused") == 2, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")} == stamps
+
+
+def test_killed_bench_resumes_only_unfinished_models(image_tags, tmp_path):
+    results = tmp_path / "results"
+    args = ["run", "--profile", "smoke", "--results", str(results), "--limit", "3",
+            "--model", "resnet18", "--model", "mobilenetv2", "--model", "squeezenet1_1"]
+    exe = Path(sys.executable).with_name("zoobench")
+    first = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 900
+    while not list(results.glob("*/run.json")):
+        assert first.poll() is None, "bench ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # no clean-up at all: worst case
+    first.wait()
+    done = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
+    assert 1 <= len(done) < 3
+    second = zoobench("run", *args[1:])
+    assert second.returncode == 0, second.stderr
+    after = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
+    assert len(after) == 3 and not list(results.glob("*.partial"))
+    for name, stamp in done.items():
+        assert after[name] == stamp, f"{name} was re-run"
+    assert second.stderr.count("reused") == len(done)
+
+
+@pytest.fixture
+def manifests_copy(tmp_path) -> Path:
+    target = tmp_path / "manifests"
+    shutil.copytree(ROOT / "manifests", target)
+    return target
+
+
+def test_bad_manifest(manifests_copy, image_tags):
+    path = manifests_copy / "profiles.yaml"
+    path.write_text(path.read_text().replace("data: sample", "data: smaple", 1))
+    proc = zoobench("run", "--manifests", str(manifests_copy))
+    one_line_error(proc, "profiles.yaml")
+    assert "data" in proc.stderr
+    path.write_text("profiles: [unclosed")
+    one_line_error(zoobench("run", "--manifests", str(manifests_copy)), "invalid YAML")
+
+
+def test_unknown_profile_and_model(manifests_copy, image_tags):
+    one_line_error(zoobench("run", "--profile", "nope"), "unknown profile 'nope'")
+    path = manifests_copy / "profiles.yaml"
+    path.write_text(path.read_text().replace("pytorch: [efficientnet_lite0]", "pytorch: [efficientnet_lite9]", 1))
+    one_line_error(zoobench("run", "--manifests", str(manifests_copy)), "efficientnet_lite9")
+
+
+def test_bad_data(tmp_path, image_tags):
+    one_line_error(zoobench("run", "--data", str(tmp_path / "missing")), "does not exist")
+    (tmp_path / "empty" / "n01440764").mkdir(parents=True)
+    one_line_error(zoobench("run", "--data", str(tmp_path / "empty")), "no images found")
+    one_line_error(zoobench("run", "--profile", "seed"), "--data")
+
+
+def test_image_never_built(image_tags, tmp_path):
+    proc = zoobench("run", "--variant", "cuda", "--no-build", "--results", str(tmp_path / "r"))
+    one_line_error(proc, "not built")
+
+
+def test_stopped_engine(tmp_path):
+    proc = zoobench("run", "--results", str(tmp_path / "r"), env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    one_line_error(proc, "cannot reach the Docker engine")
+    doctor = zoobench("doctor", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert doctor.returncode == 1 and "docker engine" in doctor.stdout
