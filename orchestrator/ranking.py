@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,28 @@ class RankRow:
 
 # ---------------------------------------------------------------- loading
 
+def _skipped(name: str) -> bool:
+    return name in SKIP_NAMES or name.startswith(".") or name.endswith(SKIP_SUFFIXES)
+
+
 def find_runs(results_dir: Path) -> list[Path]:
-    """Run folders: ``results_dir`` itself if it holds a run.json, else its sub-folders (one level)."""
-    if (results_dir / RUN_FILE).is_file():
-        return [results_dir]
-    return sorted(p for p in results_dir.iterdir()
-                  if p.is_dir() and p.name not in SKIP_NAMES and not p.name.startswith(".")
-                  and not p.name.endswith(SKIP_SUFFIXES))
+    """Run folders (holding run.json or predictions.npz) at any depth below ``results_dir``, or
+    ``results_dir`` itself; a run folder is not searched further, and logs/, hidden, ``*.partial``
+    and ``*.old`` folders are skipped."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(results_dir):
+        if RUN_FILE in files or PREDICTIONS_FILE in files:
+            found.append(Path(top))
+            dirs[:] = []
+        else:
+            dirs[:] = sorted(d for d in dirs if not _skipped(d))
+    return sorted(found)
+
+
+def run_name(results_dir: Path, run_dir: Path) -> str:
+    """A run's name: its folder's path below ``results_dir`` ("pytorch-resnet50", "gpu/keras-vgg16")."""
+    rel = run_dir.relative_to(results_dir).as_posix()
+    return run_dir.name if rel == "." else rel
 
 
 def _field(run: dict[str, Any], path: str, where: Path) -> Any:
@@ -158,19 +174,19 @@ def load_results(results_dir: Path, labels_csv: Path | None = None) -> tuple[lis
         raise RankError(f"results folder {results_dir} does not exist; "
                         "run `zoobench run` first or pass the right folder")
     notes: list[str] = []
-    loaded: list[tuple[Path, dict[str, Any], np.ndarray]] = []
+    loaded: list[tuple[str, Path, dict[str, Any], np.ndarray]] = []
     reference: tuple[str, str, np.ndarray] | None = None
     for run_dir in find_runs(results_dir):
+        name = run_name(results_dir, run_dir)
         run_path, pred_path = run_dir / RUN_FILE, run_dir / PREDICTIONS_FILE
         if not run_path.is_file():
-            if pred_path.is_file():
-                notes.append(f"{run_dir.name}: predictions.npz without run.json; not ranked (re-run it)")
+            notes.append(f"{name}: predictions.npz without run.json; not ranked (re-run it)")
             continue
         run = _read_run_json(run_path)
         status = run.get("status")
         if status != "ok":
             reason = run.get("reason") or run.get("error") or ""
-            notes.append(f"{run_dir.name}: status {status!r}{': ' + str(reason) if reason else ''}; not ranked")
+            notes.append(f"{name}: status {status!r}{': ' + str(reason) if reason else ''}; not ranked")
             continue
         if not pred_path.is_file():
             raise RankError(f"{pred_path} is missing although run.json says ok; re-run this model with --force")
@@ -179,21 +195,21 @@ def load_results(results_dir: Path, labels_csv: Path | None = None) -> tuple[lis
             raise RankError(f"{run_path}: n_images {run['n_images']} but predictions.npz holds {paths.shape[0]} "
                             "rows; re-run this model")
         digest = str(_field(run, "data.digest", run_path))
-        this = (run_dir.name, digest, paths)
+        this = (name, digest, paths)
         if reference is None:
             reference = this
         else:
             _same_images(reference, this)
-        loaded.append((run_dir, run, topk))
+        loaded.append((name, run_dir, run, topk))
     if not loaded:
         extra = f" ({len(notes)} run(s) did not finish; first: {notes[0]})" if notes else ""
         raise RankError(f"no finished runs in {results_dir}; run `zoobench run` first{extra}")
     assert reference is not None
     truth = labels_for(reference[2].tolist(), labels_csv)
-    return [_score(run_dir, run, topk, truth) for run_dir, run, topk in loaded], notes
+    return [_score(name, run_dir, run, topk, truth) for name, run_dir, run, topk in loaded], notes
 
 
-def _score(run_dir: Path, run: dict[str, Any], topk: np.ndarray, truth: np.ndarray) -> ModelResult:
+def _score(name: str, run_dir: Path, run: dict[str, Any], topk: np.ndarray, truth: np.ndarray) -> ModelResult:
     where = run_dir / RUN_FILE
     correct1 = topk[:, 0] == truth
     correct5 = (topk[:, :5] == truth[:, None]).any(axis=1)
@@ -202,7 +218,7 @@ def _score(run_dir: Path, run: dict[str, Any], topk: np.ndarray, truth: np.ndarr
     weights = _field(run, "weights", where)
     ips = run.get("images_per_second")
     return ModelResult(
-        run=run_dir.name, run_dir=run_dir,
+        run=name, run_dir=run_dir,
         framework=str(_field(run, "framework", where)), framework_version=str(run.get("framework_version") or ""),
         model=str(_field(run, "model", where)),
         weights=str(weights.get("kind", "?") if isinstance(weights, dict) else weights),
@@ -226,6 +242,9 @@ def rank_results(results: list[ModelResult]) -> list[RankRow]:
         p = mcnemar_paired(r.correct1, ordered[i + 1].correct1) if i + 1 < len(ordered) else None
         rows.append(RankRow(r, rank1[i], rank5[i], p, None if p is None else p < ALPHA))
     return rows
+
+
+rank = rank_results  # the name the issue uses
 
 
 # ---------------------------------------------------------------- formatting

@@ -159,6 +159,26 @@ def test_single_run_folder_is_accepted(results):
     assert [r.run for r in scored] == ["pytorch-alexnet"] and scored[0].acc1 == 0.6
 
 
+def test_runs_are_found_at_any_depth(tmp_path):
+    """Run folders nest (e.g. one folder per machine); skipped folders are skipped at every level."""
+    from orchestrator.ranking import rank
+
+    paths, y = dataset()
+    out = tmp_path / "results"
+    write_run(out / "cpu", "pytorch-resnet50", paths, predictions(y, mask(150), mask(190)))
+    write_run(out / "gpu" / "day2", "keras-resnet50", paths, predictions(y, mask(120), mask(180)), framework="keras")
+    write_run(out / "gpu" / "logs", "pytorch-x", paths, predictions(y, mask(200), mask(200)))
+    write_run(out / "gpu", "pytorch-vgg16.partial", paths, predictions(y, mask(200), mask(200)))
+    write_run(out / ".trash", "pytorch-y", paths, predictions(y, mask(200), mask(200)))
+    orphan = write_run(out / "cpu", "pytorch-orphan", paths, predictions(y, mask(200), mask(200)))
+    (orphan / "run.json").unlink()
+    scored, notes = load_results(out)
+    rows = rank(scored)
+    assert [r.result.run for r in rows] == ["cpu/pytorch-resnet50", "gpu/day2/keras-resnet50"]
+    assert [r.result.acc1 for r in rows] == [0.75, 0.6]
+    assert notes == ["cpu/pytorch-orphan: predictions.npz without run.json; not ranked (re-run it)"]
+
+
 def test_refuses_different_image_sets(tmp_path):
     paths, y = dataset()
     top = predictions(y, mask(100), mask(150))
