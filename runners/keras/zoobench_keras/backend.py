@@ -31,11 +31,30 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 if "KERAS_HOME" not in os.environ and os.path.isdir("/weights"):
     os.environ["KERAS_HOME"] = "/weights/keras"
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras.src.backend.config import keras_home  # noqa: E402
-from keras.src.utils import file_utils  # noqa: E402
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """TensorFlow's C++ start-up lines (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL and would break
+    the contract's one-line errors; send file descriptor 2 to /dev/null while they load."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _native_stderr_silenced():
+    import keras  # noqa: E402
+    import numpy as np  # noqa: E402
+    import tensorflow as tf  # noqa: E402
+    from keras.src.backend.config import keras_home  # noqa: E402
+    from keras.src.utils import file_utils  # noqa: E402
+    tf.constant(0.0) + 1.0  # initialise the runtime (and its logging) now, quietly
 
 from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable  # noqa: E402
 from zoobench_contract.preprocessing import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: E402

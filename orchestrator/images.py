@@ -1,0 +1,484 @@
+"""Framework images: manifest, content-hash tags, and builds that work without any registry.
+
+A tag is ``zoobench/NAME:VARIANT-HASH``; HASH covers every byte that goes into the image (runner
+code, Dockerfile, lock, .dockerignore, base image reference), so an unchanged image is never rebuilt.
+Builds install the lock from a host wheelhouse (``pip download``) served on 127.0.0.1 while the
+legacy builder runs with host networking; the ``offline`` base comes from ``images/base/build.sh``.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+BASE_RECIPE = "images/base/build.sh"
+BASE_REPO = "zoobench/base"
+BASE_SUITE = "bookworm"
+DOCKERIGNORE = ".dockerignore"
+SKIP_DIRS = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache"}
+SKIP_SUFFIXES = (".pyc", ".pyo")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+VARIANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")
+PYTHON_RE = re.compile(r"^3\.\d+$")
+IMAGE_KEYS = {"framework", "dockerfile", "inputs", "variants"}
+VARIANT_KEYS = {"lock", "base_image", "python"}
+
+
+class ImageManifestError(ValueError):
+    """manifests/images.yaml is missing or invalid, or names something that does not exist; one line."""
+
+
+class ImageBuildError(RuntimeError):
+    """An image (or its base, or its wheelhouse) failed to build; one line naming the full log."""
+
+
+ERRORS = (ImageManifestError, ImageBuildError)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One build flavour of an image (cpu, cuda)."""
+
+    name: str
+    lock: str
+    base_image: str  # "offline", "default" or an image reference
+    python: str = "3.11"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One framework image as manifests/images.yaml declares it."""
+
+    name: str
+    framework: str
+    dockerfile: str
+    inputs: tuple[str, ...]
+    variants: dict[str, VariantSpec]
+    source: str = "manifests/images.yaml"
+
+    def variant(self, variant: str) -> VariantSpec:
+        if variant not in self.variants:
+            raise ImageManifestError(
+                f"{self.source}: images.{self.name}.variants has no {variant!r}; "
+                f"use --variant {' or '.join(sorted(self.variants))}")
+        return self.variants[variant]
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def _fail(path: Path, field: str, problem: str, fix: str) -> ImageManifestError:
+    return ImageManifestError(f"{path}: {field}: {problem}; {fix}")
+
+
+def _rel_path(path: Path, field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, field, f"expected a path, got {value!r}", "give a path relative to the repository root")
+    if value.startswith("/") or ".." in Path(value).parts:
+        raise _fail(path, field, f"{value!r} is not inside the repository",
+                    "give a path relative to the repository root, without ..")
+    return value.strip().rstrip("/")
+
+
+def _parse_variant(path: Path, field: str, name: str, raw: Any) -> VariantSpec:
+    if not VARIANT_RE.match(str(name)):
+        raise _fail(path, field, f"variant name {name!r} is not usable in a Docker tag",
+                    "use letters, digits, - _ . (e.g. cpu, cuda)")
+    if not isinstance(raw, dict):
+        raise _fail(path, field, f"expected a mapping with lock and base_image, got {raw!r}",
+                    "see the comments at the top of the file")
+    unknown = set(raw) - VARIANT_KEYS
+    if unknown:
+        raise _fail(path, f"{field}.{sorted(unknown)[0]}", "unknown field",
+                    f"remove it (allowed: {', '.join(sorted(VARIANT_KEYS))})")
+    if "lock" not in raw:
+        raise _fail(path, f"{field}.lock", "missing", "give the hashed requirements lock, e.g. images/pytorch/requirements.lock")
+    base = raw.get("base_image")
+    if not isinstance(base, str) or not base.strip() or any(c.isspace() for c in base):
+        raise _fail(path, f"{field}.base_image", f"expected offline, default or an image reference, got {base!r}",
+                    "use offline (images/base/build.sh), default (the Dockerfile's) or e.g. debian@sha256:...")
+    python = raw.get("python", "3.11")
+    if not isinstance(python, str) or not PYTHON_RE.match(python):
+        raise _fail(path, f"{field}.python", f"{raw.get('python')!r} is not a Python version",
+                    'write it as a quoted MAJOR.MINOR string, e.g. "3.11"')
+    return VariantSpec(str(name), _rel_path(path, f"{field}.lock", raw["lock"]), base, python)
+
+
+def _parse_image(path: Path, name: Any, raw: Any) -> ImageSpec:
+    field = f"images.{name}"
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _fail(path, field, f"image name {name!r} is not usable in a Docker tag",
+                    "use lower-case letters, digits, - _ . (e.g. pytorch)")
+    if not isinstance(raw, dict):
+        raise _fail(path, field, f"expected a mapping, got {raw!r}", "see the comments at the top of the file")
+    unknown = set(raw) - IMAGE_KEYS
+    if unknown:
+        raise _fail(path, f"{field}.{sorted(unknown)[0]}", "unknown field",
+                    f"remove it (allowed: {', '.join(sorted(IMAGE_KEYS))})")
+    missing = sorted(IMAGE_KEYS - set(raw))
+    if missing:
+        raise _fail(path, f"{field}.{missing[0]}", "missing", "see the comments at the top of the file")
+    if not isinstance(raw["framework"], str) or not raw["framework"]:
+        raise _fail(path, f"{field}.framework", f"expected a backend name, got {raw['framework']!r}",
+                    "name the backend the image serves, e.g. pytorch")
+    inputs = raw["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise _fail(path, f"{field}.inputs", f"expected a non-empty list of paths, got {inputs!r}",
+                    "list the folders the Dockerfile copies, e.g. [runners/contract, runners/pytorch]")
+    variants = raw["variants"]
+    if not isinstance(variants, dict) or not variants:
+        raise _fail(path, f"{field}.variants", f"expected a mapping of variants, got {variants!r}",
+                    "declare at least cpu: {lock: ..., base_image: offline}")
+    return ImageSpec(
+        name=name,
+        framework=raw["framework"],
+        dockerfile=_rel_path(path, f"{field}.dockerfile", raw["dockerfile"]),
+        inputs=tuple(_rel_path(path, f"{field}.inputs[{i}]", p) for i, p in enumerate(inputs)),
+        variants={str(v): _parse_variant(path, f"{field}.variants.{v}", v, spec) for v, spec in variants.items()},
+        source=str(path),
+    )
+
+
+def load_manifest(path: Path) -> dict[str, ImageSpec]:
+    """Read and validate manifests/images.yaml; image name -> spec."""
+    if not path.is_file():
+        raise ImageManifestError(f"{path}: manifest not found; restore it from git or pass --manifests DIR")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise ImageManifestError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("images"), dict) or not raw["images"]:
+        raise _fail(path, "images", "missing or empty", "declare images: {NAME: {framework, dockerfile, inputs, variants}}")
+    extra = set(raw) - {"images"}
+    if extra:
+        raise _fail(path, sorted(extra)[0], "unknown top-level field", "remove it (only images: is read)")
+    return {name: _parse_image(path, name, spec) for name, spec in raw["images"].items()}
+
+
+# ---------------------------------------------------------------- content hash and tags
+
+
+def _files_under(root: Path, rel: str, field: str, source: str) -> Iterator[Path]:
+    target = root / rel
+    if target.is_file():
+        yield target
+        return
+    if not target.is_dir():
+        raise ImageManifestError(f"{source}: {field}: {rel} does not exist under {root}; fix the path")
+    for dirpath, dirnames, filenames in os.walk(target):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        for name in filenames:
+            if not name.endswith(SKIP_SUFFIXES):
+                yield Path(dirpath) / name
+
+
+def base_recipe_hash(root: Path) -> str:
+    """First 12 hex digits of sha256(images/base/build.sh): the offline base's tag suffix."""
+    recipe = root / BASE_RECIPE
+    if not recipe.is_file():
+        raise ImageManifestError(f"{recipe}: the offline base recipe is missing; restore it from git")
+    return hashlib.sha256(recipe.read_bytes()).hexdigest()[:12]
+
+
+def base_tag(root: Path) -> str:
+    return f"{BASE_REPO}:{BASE_SUITE}-{base_recipe_hash(root)}"
+
+
+def base_reference(spec: ImageSpec, variant: str, root: Path) -> str | None:
+    """The BASE_IMAGE build argument: the offline base's tag, an explicit reference, or None (default)."""
+    base = spec.variant(variant).base_image
+    if base == "offline":
+        return base_tag(root)
+    if base == "default":
+        return None
+    return base
+
+
+def content_hash(spec: ImageSpec, variant: str, root: Path) -> str:
+    """sha256 over sorted (relative path, bytes) of every input, the lock, the Dockerfile and the base."""
+    var = spec.variant(variant)
+    files: dict[str, Path] = {}
+    fields = [(f"images.{spec.name}.inputs", p) for p in spec.inputs]
+    fields += [(f"images.{spec.name}.dockerfile", spec.dockerfile),
+               (f"images.{spec.name}.variants.{variant}.lock", var.lock)]
+    for field, rel in fields:
+        for path in _files_under(root, rel, field, spec.source):
+            files[path.relative_to(root).as_posix()] = path
+    ignore = root / DOCKERIGNORE
+    if ignore.is_file():
+        files[DOCKERIGNORE] = ignore
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        data = files[rel].read_bytes()
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
+    base = base_reference(spec, variant, root) or "default"
+    digest.update(f"variant\0{variant}\0base\0{base}\0python\0{var.python}\0".encode())
+    return digest.hexdigest()
+
+
+def image_tag(spec: ImageSpec, variant: str, root: Path) -> str:
+    """zoobench/NAME:VARIANT-HASH12."""
+    return f"zoobench/{spec.name}:{variant}-{content_hash(spec, variant, root)[:12]}"
+
+
+def image_exists(client: Any, tag: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(tag)
+        return True
+    except ImageNotFound:
+        return False
+
+
+# ---------------------------------------------------------------- builds
+
+
+class _BuildLog:
+    """Full build log on disk; every line also goes to ``on_log``."""
+
+    def __init__(self, path: Path, on_log: Callable[[str], None]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fh = open(path, "w")
+        self.on_log = on_log
+        self.lock = threading.Lock()  # stdout and stderr of a subprocess are pumped by two threads
+
+    def __call__(self, line: str) -> None:
+        line = line.rstrip("\n")
+        with self.lock:
+            self.fh.write(line + "\n")
+            self.fh.flush()
+            self.on_log(line)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _run_logged(cmd: list[str], log: _BuildLog, cwd: Path) -> tuple[int, list[str]]:
+    """Run ``cmd``, sending stdout and stderr to the log; return (exit code, stdout lines)."""
+    log(f"$ {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+
+    def pump_err() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            log(line)
+
+    reader = threading.Thread(target=pump_err, daemon=True)
+    reader.start()
+    for line in proc.stdout:  # type: ignore[union-attr]
+        out.append(line.rstrip("\n"))
+        log(line)
+    code = proc.wait()
+    reader.join()
+    return code, out
+
+
+def ensure_base(root: Path, client: Any, on_log: Callable[[str], None]) -> str:
+    """The offline base image's tag, running images/base/build.sh when it is missing."""
+    tag = base_tag(root)
+    if image_exists(client, tag):
+        return tag
+    log = _BuildLog(root / ".cache" / "logs" / "build-base.log", on_log)
+    try:
+        start = time.monotonic()
+        code, out = _run_logged(["bash", str(root / BASE_RECIPE)], log, root)
+        log(f"base: exit {code} after {time.monotonic() - start:.0f} s")
+    finally:
+        log.close()
+    if code != 0 or not out or out[-1].strip() != tag:
+        got = f"printed {out[-1].strip()!r}, expected {tag!r}" if code == 0 and out else f"exited {code}"
+        raise ImageBuildError(f"offline base image {tag} failed: {BASE_RECIPE} {got}; "
+                              f"full log: {_shown(log.path)}")
+    return tag
+
+
+def lock_for_python(text: str, python: str) -> str:
+    """The lock's entries whose environment markers hold for CPython ``python`` on Linux x86_64.
+
+    pip evaluates requirement-file markers against the interpreter running it, not against
+    ``--python-version``, so a lock resolved for several Pythons is filtered here first.
+    """
+    try:
+        from packaging.markers import Marker
+    except ImportError:  # pragma: no cover - packaging comes with matplotlib; pip vendors it anyway
+        from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
+
+    env = {"python_version": python, "python_full_version": f"{python}.0", "implementation_name": "cpython",
+           "platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux",
+           "platform_machine": "x86_64", "os_name": "posix"}
+    kept: list[str] = []
+    for entry in text.replace("\\\n", " ").splitlines():
+        requirement = entry.split(" #", 1)[0].strip()
+        if not requirement or requirement.startswith("#"):
+            continue
+        if ";" in requirement.split("--hash", 1)[0]:
+            head, rest = requirement.split(";", 1)
+            marker, _, hashes = rest.partition("--hash")
+            if not Marker(marker.strip()).evaluate(env):
+                continue
+            requirement = f"{head.strip()} --hash{hashes}"
+        kept.append(" ".join(requirement.split()))
+    return "\n".join(kept) + "\n"
+
+
+def _pip_target_args(python: str) -> list[str]:
+    """Download wheels for the image's CPython on manylinux x86_64, whatever Python runs this."""
+    abi = "cp" + python.replace(".", "")
+    glibc_minor = 36  # Debian 12; older manylinux tags are compatible
+    platforms = [f"manylinux_2_{m}_x86_64" for m in range(glibc_minor, 16, -1)]
+    platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    args = ["--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]
+    for plat in platforms:
+        args += ["--platform", plat]
+    return args
+
+
+def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callable[[str], None]) -> Path:
+    """Every wheel of the variant's lock in .cache/wheelhouse/NAME-VARIANT (skipped when complete)."""
+    var = spec.variant(variant)
+    lock = root / var.lock
+    if not lock.is_file():
+        raise ImageManifestError(f"{spec.source}: images.{spec.name}.variants.{variant}.lock: {var.lock} does not "
+                                 f"exist; generate it with images/lock.py")
+    house = root / ".cache" / "wheelhouse" / f"{spec.name}-{variant}"
+    stamp = house / ".complete"
+    wanted = lock_for_python(lock.read_text(), var.python)
+    digest = hashlib.sha256(f"{var.python}\0{wanted}".encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text().strip() == digest:
+        on_log(f"wheelhouse {_shown(house)} is complete")
+        return house
+    house.mkdir(parents=True, exist_ok=True)
+    target_lock = house / ".requirements.lock"  # pip ignores it on the served index page (not a wheel)
+    target_lock.write_text(wanted)
+    log = _BuildLog(root / ".cache" / "logs" / f"wheelhouse-{spec.name}-{variant}.log", on_log)
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--require-hashes", "--no-deps",
+           "--only-binary", ":all:", *_pip_target_args(var.python), "-r", str(target_lock), "-d", str(house)]
+    try:
+        start = time.monotonic()
+        code, _ = _run_logged(cmd, log, root)
+        log(f"wheelhouse: exit {code} after {time.monotonic() - start:.0f} s")
+    finally:
+        log.close()
+    if code != 0:
+        raise ImageBuildError(f"image {spec.name} ({variant}): downloading the wheels of {var.lock} failed; "
+                              f"full log: {_shown(log.path)}")
+    tmp = stamp.with_name(".complete.tmp")
+    tmp.write_text(digest + "\n")
+    os.replace(tmp, stamp)
+    return house
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
+        pass
+
+
+class WheelServer:
+    """Serve a folder over HTTP on 127.0.0.1 (a free port) in a background thread."""
+
+    def __init__(self, folder: Path):
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "WheelServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+CAUSE_RE = re.compile(r"^(ERROR:|E: |AssertionError|error:)")
+
+
+def _short_error(text: str, recent: list[str]) -> str:
+    """The engine's error without the (long) command of a failed RUN step, plus the step's own error line."""
+    step = re.search(r"returned a non-zero code: (\d+)", text)
+    if not step:
+        lines = text.strip().splitlines() or ["unknown error"]
+        return lines[-1][:200]
+    causes = [line.strip() for line in recent if CAUSE_RE.match(line.strip())]
+    cause = f" ({causes[-1][:200]})" if causes else ""
+    return f"a RUN step exited with code {step.group(1)}{cause}"
+
+
+def build(spec: ImageSpec, variant: str, root: Path, client: Any, on_log: Callable[[str], None]) -> str:
+    """Build zoobench/NAME:VARIANT-HASH unless it exists; return the tag."""
+    tag = image_tag(spec, variant, root)
+    if image_exists(client, tag):
+        return tag
+    var = spec.variant(variant)
+    base = ensure_base(root, client, on_log) if var.base_image == "offline" else base_reference(spec, variant, root)
+    house = ensure_wheelhouse(spec, variant, root, on_log)
+    log_path = root / ".cache" / "logs" / f"build-{spec.name}-{variant}.log"
+    log = _BuildLog(log_path, on_log)
+    failed = f"image {spec.name} ({variant}) failed to build"
+    try:
+        with WheelServer(house) as server:
+            buildargs = {"WHEELS_URL": server.url, "IMAGE_TAG": tag, "LOCK": var.lock}
+            if base is not None:
+                buildargs["BASE_IMAGE"] = base
+            log(f"building {tag} from {spec.dockerfile} (base: {base or 'Dockerfile default'}, wheels: {server.url})")
+            start = time.monotonic()
+            stream = client.api.build(
+                path=str(root), dockerfile=spec.dockerfile, tag=tag, buildargs=buildargs,
+                network_mode="host", rm=True, forcerm=True, pull=False, decode=True,
+                labels={"org.zoobench.image": spec.name, "org.zoobench.variant": variant,
+                        "org.zoobench.content-hash": content_hash(spec, variant, root)})
+            recent: deque[str] = deque(maxlen=40)
+            for chunk in stream:
+                if "stream" in chunk:
+                    for line in chunk["stream"].splitlines():
+                        log(line)
+                        recent.append(line)
+                elif "error" in chunk:
+                    log(f"ERROR: {chunk['error'].strip()}")
+                    reason = _short_error(chunk["error"], list(recent))
+                    raise ImageBuildError(f"{failed}: {reason}; full log: {_shown(log_path)}")
+                elif "status" in chunk:
+                    log(chunk["status"])
+            log(f"built {tag} in {time.monotonic() - start:.0f} s")
+    except ImageBuildError:
+        raise
+    except Exception as exc:  # the engine refused the build or the connection broke
+        from docker.errors import DockerException
+        from requests.exceptions import RequestException
+
+        if not isinstance(exc, (DockerException, RequestException, OSError)):
+            raise
+        log(f"ERROR: {type(exc).__name__}: {exc}")
+        raise ImageBuildError(f"{failed}: {str(exc).splitlines()[0][:200]}; full log: {_shown(log_path)}") from None
+    finally:
+        log.close()
+    if not image_exists(client, tag):
+        raise ImageBuildError(f"{failed}: the engine reported no image; full log: {_shown(log_path)}")
+    return tag
