@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from zoobench_contract.dataset import DataError
+from zoobench_contract.outputs import atomic_write
 
 from .ground_truth import N_VAL, val_ground_truth
 
@@ -181,15 +182,7 @@ def _place_bytes(data: bytes, dest: Path, report: PrepareReport) -> None:
         return
     if dest.exists() or dest.is_symlink():
         report.replaced.append(dest.relative_to(report.out).as_posix())
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dest)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    finally:
-        _discard(tmp)
+    atomic_write(dest, lambda f: f.write(data), fsync=False)
     report.written += 1
 
 

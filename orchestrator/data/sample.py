@@ -15,6 +15,7 @@ from pathlib import Path
 
 from zoobench_contract.dataset import DataError, IMAGE_SUFFIXES
 from zoobench_contract.imagenet import class_names, wnid_to_index
+from zoobench_contract.outputs import atomic_write
 
 README_TITLE = "# zoobench sample set"
 
@@ -131,16 +132,7 @@ def _version(dist: str) -> str:
 def _write_if_changed(dest: Path, data: bytes) -> bool:
     if dest.is_file() and dest.stat().st_size == len(data) and dest.read_bytes() == data:
         return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(dest, lambda f: f.write(data))
     return True
 
 

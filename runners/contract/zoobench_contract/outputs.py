@@ -14,8 +14,10 @@ PREDICTIONS_FILE = "predictions.npz"
 RUN_FILE = "run.json"
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``write(fileobj)`` into a temp file next to ``path``, then rename it over."""
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", fsync: bool = True) -> None:
+    """Write through ``write(fileobj)`` into a temp file next to ``path``, then rename it over.
+
+    ``fsync=False`` skips the flush to disk (bulk copies that a re-run verifies anyway)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -23,7 +25,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
