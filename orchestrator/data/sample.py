@@ -8,7 +8,6 @@ pipeline with real weights; six photos measure no accuracy.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
