@@ -246,10 +246,11 @@ def weights_fetch(
     client = containers.connect()
     tags = image_tags(manifests, variant)
     jobs = plan_jobs(prof, load_models(manifests), tags, lambda img: served_models(client, tags[img]), only=model)
+    jobs = [j for j in jobs if j.weights.startswith("imagenet")]
     failures = 0
     for job in jobs:
         result = containers.predict_in_container(
-            client, job.tag, ["fetch", "--model", job.model], None, CACHE / "weights" / "_fetch", CACHE / "weights",
+            client, job.tag, ["fetch", "--model", job.model, "--weights", job.weights], None, CACHE / "weights" / "_fetch", CACHE / "weights",
             log_path=CACHE / "logs" / f"fetch-{job.run_name}.log", timeout_s=1800, network=True)
         status = "ok" if result.exit_code == 0 else f"[yellow]unavailable: {result.reason}"
         failures += result.exit_code != 0

@@ -71,7 +71,7 @@ class Backend(Protocol):
         """Build the model in inference mode. ``weights`` is ``imagenet``, ``random`` or a file."""
         ...
 
-    def fetch_weights(self, spec: ModelSpec) -> str:
+    def fetch_weights(self, spec: ModelSpec, weights: str = "imagenet") -> str:
         """Download the pretrained weights into the cache (the only step with network)."""
         ...
 

@@ -151,12 +151,17 @@ def info() -> None:
 
 
 @app.command("fetch")
-def fetch(model: str = typer.Option(..., "--model", help="model name from `predict list`")) -> None:
+def fetch(
+    model: str = typer.Option(..., "--model", help="model name from `predict list`"),
+    weights: str = typer.Option("imagenet", "--weights", help="imagenet | imagenet:VARIANT"),
+) -> None:
     """Download a model's pretrained weights into the weights cache (needs network)."""
     backend = load_backend()
     spec = find_model(backend, model)
+    if not weights.startswith("imagenet"):
+        fail(f"--weights {weights}: only imagenet[:VARIANT] weights can be fetched")
     try:
-        where = backend.fetch_weights(spec)
+        where = backend.fetch_weights(spec, weights)
     except WeightsUnavailable as exc:
         fail(str(exc), EXIT_WEIGHTS)
     print(json.dumps({"model": spec.name, "weights": spec.weights, "cached_at": where}))
