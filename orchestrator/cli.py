@@ -101,13 +101,14 @@ def run(
     models_manifest = load_models(manifests)
     gpu_list = parse_gpus(gpus)
     var = variant_for(variant, gpu_list)
+    if data is None and prof.data != "sample":
+        raise BenchError(f"profile {profile!r} needs ImageNet: pass --data /path/to/imagenet/val (synset folders)")
+    if data is not None:
+        list_images(data)  # fails early, one line, on a missing or empty folder
+    client = containers.connect()
     if data is None:
-        if prof.data != "sample":
-            raise BenchError(f"profile {profile!r} needs ImageNet: pass --data /path/to/imagenet/val (synset folders)")
         data = sample_data()
         console.print(f"data: embedded sample set at {data}")
-    list_images(data)  # fails early, one line, on a missing or empty folder
-    client = containers.connect()
     tags = image_tags(manifests, var)
     needed = sorted(set(prof.models))
     if build:

@@ -28,10 +28,10 @@ def connect() -> docker.DockerClient:
         client = docker.from_env(timeout=600)
         client.ping()
         return client
-    except DockerException as exc:
-        reason = str(exc).split("(")[0].strip() or type(exc).__name__
+    except DockerException:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise EngineError(
-            f"cannot reach the Docker engine ({reason}); start it (sudo dockerd &, or systemctl start docker) "
+            f"cannot reach the Docker engine at {where}; start it (`make docker`, or systemctl start docker) "
             "or set DOCKER_HOST"
         ) from None
 

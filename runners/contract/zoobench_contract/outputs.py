@@ -12,6 +12,8 @@ import numpy as np
 SCHEMA_VERSION = 1
 PREDICTIONS_FILE = "predictions.npz"
 RUN_FILE = "run.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", fsync: bool = True) -> None:
@@ -22,6 +24,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", fsy
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
