@@ -75,7 +75,7 @@ def resolve(req_in: Path, python: str, glibc: str) -> list[dict]:
             cmd += ["--platform", plat]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            errors = [l for l in proc.stderr.splitlines() if l.startswith("ERROR")]
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
             if "unless installing via '--target'" in proc.stderr:
                 raise LockError(f"{sys.executable}: its pip is too old to resolve for another platform with "
                                 "--dry-run; upgrade it (pip install -U pip) or run .venv/bin/python images/lock.py")

@@ -5,7 +5,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -279,7 +278,7 @@ def doctor(
         line(True, "docker engine", client.version().get("Version", "?"))
     except containers.EngineError as exc:
         line(False, "docker engine", str(exc))
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     runtimes = client.info().get("Runtimes", {})
     smi = shutil.which("nvidia-smi")
     gpu_text = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip() if smi else ""
