@@ -161,7 +161,7 @@ class Bench:
         self.client, self.jobs, self.console, self.force = client, jobs, console, force
         self.data_dir, self.results_dir, self.weights_dir = data_dir, results_dir, weights_dir
         self.gpus = gpus
-        self.image_ids = {j.tag: containers.require_image(client, j.tag).id for j in jobs}
+        self.image_ids = {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
 
     @property
     def labels(self) -> dict[str, str]:

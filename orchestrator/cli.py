@@ -292,9 +292,9 @@ def doctor(
         line(False, "manifests", str(exc))
     if data is not None:
         try:
-            n = len(list_images(data))
-            classes = {p.split("/")[0] for p in list_images(data) if "/" in p}
-            line(True, "data", f"{data}: {n} images in {len(classes)} folders (`zoobench data check` for details)")
+            found = list_images(data)
+            classes = {p.split("/")[0] for p in found if "/" in p}
+            line(True, "data", f"{data}: {len(found)} images in {len(classes)} folders (`zoobench data check` for details)")
         except DataError as exc:
             line(False, "data", str(exc))
     if problems:
