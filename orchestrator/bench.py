@@ -177,8 +177,7 @@ class Bench:
             containers.remove_leftovers(self.client, self.labels)
 
     def _run(self) -> BenchSummary:
-        digest = data_digest(self.data_dir, None)
-        digests = {None: digest}
+        digests: dict[int | None, str] = {}  # one hash per distinct --limit actually used
         summary = BenchSummary()
         todo: queue.Queue[Job] = queue.Queue()
         for job in self.jobs:
