@@ -1,4 +1,9 @@
-"""Plan and run a bench: one container per model, resumable, OOM-retrying, with live progress."""
+"""Plan and run a bench: one container per model, resumable, OOM-retrying, with live progress.
+
+Nothing a job does can end the bench silently: any error while running a job becomes that job's
+failed outcome with one line, and the other jobs go on. Ctrl-C or SIGTERM start no new container,
+kill the running ones and leave no ``.partial`` folder behind.
+"""
 from __future__ import annotations
 
 import json
@@ -12,13 +17,17 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from zoobench_contract.dataset import digest_files, list_images
+from zoobench_contract.dataset import file_sha256
+from zoobench_contract.outputs import write_json
+from zoobench_contract.preprocessing import Preprocessing
 
 from . import containers
 from .manifests import ModelsManifest, Profile
+from .mounts import Bind
 
 REQUEST_FILE = "request.json"
 PARTIAL_SUFFIX = ".partial"
+OUTPUTS = ("predictions.npz", "run.json")
 
 
 class BenchError(ValueError):
@@ -37,18 +46,20 @@ class Job:
     timeout_s: int
     preprocess: dict[str, Any]
     limit: int | None
+    memory: str | None = None
 
     @property
     def run_name(self) -> str:
         return f"{self.image}-{self.model}"
 
-    def request(self, image_id: str, data_digest: str) -> dict[str, Any]:
+    def request(self, image_id: str, data_digest: str, weights_sha256: str | None = None) -> dict[str, Any]:
         """What must match for a finished run to be reused (batch size may differ after OOM)."""
         return {
             "image": self.image,
             "model": self.model,
             "image_id": image_id,
             "weights": self.weights,
+            "weights_sha256": weights_sha256,
             "preprocess": self.preprocess,
             "limit": self.limit,
             "data_digest": data_digest,
@@ -58,7 +69,7 @@ class Job:
 @dataclass
 class Outcome:
     job: Job
-    status: str  # ok | reused | skipped | failed
+    status: str  # ok | reused | skipped | failed | interrupted
     reason: str = ""
     batch_size: int | None = None
     images_per_second: float | None = None
@@ -81,14 +92,17 @@ def plan_jobs(
     profile: Profile,
     models_manifest: ModelsManifest,
     tags: dict[str, str],
-    served: Callable[[str], list[str]],
+    served: Callable[[str], dict[str, dict[str, Any]]],
     only: list[str] | None = None,
     batch_size: int | None = None,
     weights: str | None = None,
     limit: int | None = None,
 ) -> list[Job]:
-    """Expand a profile into jobs; every model name is checked against the image's `predict list`."""
+    """Expand a profile into jobs. Every model name is checked against the image's `predict list`,
+    every ``--model`` must select something, and every preprocessing override must make a valid
+    preprocessing for its model, all before any container starts."""
     jobs = []
+    matched: set[str] = set()
     for image, wanted in profile.models.items():
         if image not in tags:
             raise BenchError(f"profile names image {image!r}, which manifests/images.yaml does not define")
@@ -101,9 +115,13 @@ def plan_jobs(
                 f"the {len(available)} it serves"
             )
         for model in names:
-            if only and model not in only and f"{image}/{model}" not in only:
-                continue
+            if only:
+                hits = {o for o in only if o in (model, f"{image}/{model}")}
+                if not hits:
+                    continue
+                matched |= hits
             settings = models_manifest.settings(image, model)
+            check_preprocessing(image, model, available[model].get("preprocessing", {}), settings.preprocess)
             jobs.append(
                 Job(
                     image=image,
@@ -112,32 +130,46 @@ def plan_jobs(
                     weights=weights or profile.weights_for(image),
                     batch_size=batch_size or settings.batch_size or models_manifest.defaults.batch_size,
                     timeout_s=settings.timeout_s or models_manifest.defaults.timeout_s,
-                    preprocess=settings.preprocessing,
+                    preprocess=settings.preprocess,
                     limit=limit or profile.limit,
+                    memory=settings.memory or models_manifest.defaults.memory,
                 )
             )
-    if only and not jobs:
-        raise BenchError(f"--model {', '.join(only)}: none of these is in the profile")
+    missing = [o for o in only or [] if o not in matched]
+    if missing:
+        raise BenchError(f"--model {', '.join(missing)}: matches no model of this profile; give a model name or "
+                         "IMAGE/MODEL that manifests/profiles.yaml lists for it (`zoobench models IMAGE` lists names)")
     return jobs
 
 
-def data_digest(data_dir: Path, limit: int | None) -> str:
-    paths = list_images(data_dir)
-    return digest_files(data_dir, paths[:limit] if limit else paths)
+def check_preprocessing(image: str, model: str, default: dict[str, Any], override: dict[str, Any]) -> None:
+    """The model's own preprocessing with the manifest's override applied must be valid."""
+    if not override:
+        return
+    try:
+        (Preprocessing.from_dict(default) if default else Preprocessing()).override(override)
+    except (ValueError, TypeError) as exc:
+        raise BenchError(f"manifests/models.yaml: models.{image}/{model}.preprocessing: {exc}; fix the entry") from None
 
 
 def finished(run_dir: Path, request: dict[str, Any]) -> bool:
-    """True when ``run_dir`` holds an ok run made for exactly this request."""
+    """True when ``run_dir`` holds an ok run made for exactly this request, with its output files
+    unchanged since they were published (a corrupted predictions.npz is never reused)."""
     try:
+        record = json.loads((run_dir / REQUEST_FILE).read_text())
         run = json.loads((run_dir / "run.json").read_text())
-        previous = json.loads((run_dir / REQUEST_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        if record.get("request") != request or run.get("status") != "ok":
+            return False
+        return all(file_sha256(run_dir / name) == record["sha256"][name] for name in OUTPUTS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    return run.get("status") == "ok" and (run_dir / "predictions.npz").is_file() and previous == request
 
 
-def publish(partial: Path, final: Path) -> None:
-    """Replace ``final`` by ``partial`` with renames, so a finished run is never half there."""
+def publish(partial: Path, final: Path, request: dict[str, Any]) -> None:
+    """Record the request and output checksums, then replace ``final`` by ``partial`` with renames,
+    so a finished run is never half there."""
+    sums = {name: file_sha256(partial / name) for name in OUTPUTS}
+    write_json(partial / REQUEST_FILE, {"request": request, "sha256": sums})
     old = final.with_name(final.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -146,45 +178,60 @@ def publish(partial: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class DataMount:
+    """How the containers see the data: the folder's path inside them and the read-only binds."""
+
+    path: str
+    binds: list[Bind]
+    digests: dict[int | None, str]  # --limit -> data digest
+
+
 class Bench:
     def __init__(
         self,
         client: Any,
         jobs: list[Job],
-        data_dir: Path,
+        data: DataMount,
         results_dir: Path,
         weights_dir: Path,
         gpus: list[str],
         console: Console,
+        run_id: str,
         force: bool = False,
+        weights_binds: dict[str, Bind] | None = None,
     ) -> None:
         self.client, self.jobs, self.console, self.force = client, jobs, console, force
-        self.data_dir, self.results_dir, self.weights_dir = data_dir, results_dir, weights_dir
-        self.gpus = gpus
+        self.data, self.results_dir, self.weights_dir = data, results_dir, weights_dir
+        self.gpus, self.run_id = gpus, run_id
+        self.weights_binds = weights_binds or {}
+        self.cancel = threading.Event()
         self.image_ids = {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
+        self.weights_sha = {path: file_sha256(Path(path)) for path in self.weights_binds}
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"zoobench.results": str(self.results_dir.resolve())}
+        return {containers.LABEL_RESULTS: str(self.results_dir.resolve()), containers.LABEL_RUN: self.run_id}
 
     def run(self) -> BenchSummary:
-        left = containers.remove_leftovers(self.client, self.labels)
+        left = containers.remove_containers(self.client, self.labels[containers.LABEL_RESULTS], keep_run=self.run_id)
         if left:
-            self.console.print(f"removed {left} container(s) left by an interrupted run")
+            self.console.print(f"removed {left} container(s) left by an interrupted run on this results folder")
+        for stale in self.results_dir.glob(f"*{PARTIAL_SUFFIX}"):
+            shutil.rmtree(stale, ignore_errors=True)
         try:
             return self._run()
         finally:
-            containers.remove_leftovers(self.client, self.labels)
+            containers.kill_run(self.client, self.run_id)
+
+    def request(self, job: Job) -> dict[str, Any]:
+        return job.request(self.image_ids[job.tag], self.data.digests[job.limit], self.weights_sha.get(job.weights))
 
     def _run(self) -> BenchSummary:
-        digests: dict[int | None, str] = {}  # one hash per distinct --limit actually used
         summary = BenchSummary()
         todo: queue.Queue[Job] = queue.Queue()
         for job in self.jobs:
-            if job.limit not in digests:
-                digests[job.limit] = data_digest(self.data_dir, job.limit)
-            request = job.request(self.image_ids[job.tag], digests[job.limit])
-            if not self.force and finished(self.results_dir / job.run_name, request):
+            if not self.force and finished(self.results_dir / job.run_name, self.request(job)):
                 summary.outcomes.append(Outcome(job, "reused", "finished earlier with the same image, weights and data"))
             else:
                 todo.put(job)
@@ -197,66 +244,93 @@ class Bench:
 
             def worker(gpu: str | None) -> None:
                 lane = progress.add_task(f"gpu {gpu}" if gpu else "cpu", total=None, detail="waiting")
-                while True:
+                while not self.cancel.is_set():
                     try:
                         job = todo.get_nowait()
                     except queue.Empty:
-                        progress.update(lane, detail="done", visible=False)
-                        return
-                    outcome = self._run_job(job, gpu, digests[job.limit], progress, lane)
+                        break
+                    outcome = self._guarded(job, gpu, progress, lane)
                     with lock:
                         summary.outcomes.append(outcome)
                     progress.advance(overall)
+                progress.update(lane, detail="done", visible=False)
 
-            lanes = [threading.Thread(target=worker, args=(g,)) for g in (self.gpus or [None])]
+            lanes = [threading.Thread(target=worker, args=(g,), daemon=True) for g in (self.gpus or [None])]
             for t in lanes:
                 t.start()
-            for t in lanes:
-                t.join()
+            try:
+                while any(t.is_alive() for t in lanes):
+                    for t in lanes:
+                        t.join(timeout=0.2)
+            except KeyboardInterrupt:
+                self.cancel.set()  # workers start nothing new; running containers are killed by _wait
+                containers.kill_run(self.client, self.run_id)
+                for t in lanes:
+                    t.join(timeout=60)
+                raise
         order = {j.run_name: i for i, j in enumerate(self.jobs)}
         summary.outcomes.sort(key=lambda o: order[o.job.run_name])
         return summary
 
-    def _run_job(self, job: Job, gpu: str | None, digest: str, progress: Progress, lane: Any) -> Outcome:
+    def _guarded(self, job: Job, gpu: str | None, progress: Progress, lane: Any) -> Outcome:
+        """Run one job; whatever goes wrong becomes this job's outcome, never the bench's end."""
+        partial = self.results_dir / (job.run_name + PARTIAL_SUFFIX)
+        try:
+            return self._run_job(job, gpu, progress, lane)
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not end the bench
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+            return Outcome(job, "failed", f"{type(exc).__name__}: {text}{where}")
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def _args(self, job: Job, batch: int, gpu: str | None) -> list[str]:
+        weights = self.weights_binds[job.weights].target if job.weights in self.weights_binds else job.weights
+        args = ["run", "--model", job.model, "--data", self.data.path, "--out", "/out",
+                "--batch-size", str(batch), "--weights", weights, "--device", "cuda" if gpu is not None else "cpu"]
+        if job.limit:
+            args += ["--limit", str(job.limit)]
+        if job.preprocess:
+            args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
+        return args
+
+    def _run_job(self, job: Job, gpu: str | None, progress: Progress, lane: Any) -> Outcome:
         final = self.results_dir / job.run_name
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        binds = self.data.binds + ([self.weights_binds[job.weights]] if job.weights in self.weights_binds else [])
         batch = job.batch_size
         while True:
             shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
             label = f"{job.image}/{job.model} (batch {batch})"
             progress.update(lane, detail=f"{label}: starting")
 
             def on_progress(p: dict[str, Any], label: str = label) -> None:
                 progress.update(lane, detail=f"{label}: {p['done']}/{p['total']} images, {p['images_per_second']:.1f} img/s")
 
-            args = ["run", "--model", job.model, "--data", "/data", "--out", "/out",
-                    "--batch-size", str(batch), "--weights", job.weights,
-                    "--device", "cuda" if gpu is not None else "cpu"]
-            if job.limit:
-                args += ["--limit", str(job.limit)]
-            if job.preprocess:
-                args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
-            result = containers.predict_in_container(
-                self.client, job.tag, args, self.data_dir, partial, self.weights_dir,
-                log_path=self.results_dir / "logs" / f"{job.run_name}.log", timeout_s=job.timeout_s, gpu=gpu,
-                environment={"ZOOBENCH_IMAGE_ID": self.image_ids[job.tag], "ZOOBENCH_IMAGE_TAG": job.tag},
-                on_progress=on_progress, labels=self.labels,
-            )
+            with containers.handed_over(partial):
+                result = containers.predict_in_container(
+                    self.client, job.tag, self._args(job, batch, gpu), binds, partial, self.weights_dir,
+                    log_path=self.results_dir / "logs" / f"{job.run_name}.log", timeout_s=job.timeout_s, gpu=gpu,
+                    environment={"ZOOBENCH_IMAGE_ID": self.image_ids[job.tag], "ZOOBENCH_IMAGE_TAG": job.tag},
+                    on_progress=on_progress, labels=self.labels, limits=containers.Limits(memory=job.memory),
+                    cancel=self.cancel,
+                )
             log = str(result.log_path)
+            if result.cancelled:
+                return Outcome(job, "interrupted", result.reason, batch, None, log)
             if result.exit_code == 3 and batch > 1:
                 batch //= 2
                 self.console.print(f"[yellow]{job.run_name}: out of memory, retrying at batch size {batch}")
                 continue
-            if result.exit_code == 0 and (partial / "run.json").is_file():
-                request = job.request(self.image_ids[job.tag], digest)
-                (partial / REQUEST_FILE).write_text(json.dumps(request, indent=2, sort_keys=True) + "\n")
-                publish(partial, final)
+            if result.exit_code == 0:
+                if not all((partial / name).is_file() for name in OUTPUTS):
+                    return Outcome(job, "failed", f"exited 0 without writing {' and '.join(OUTPUTS)}", batch, None, log)
+                publish(partial, final, self.request(job))
                 run = json.loads((final / "run.json").read_text())
                 return Outcome(job, "ok", "", batch, run.get("images_per_second"), log)
-            shutil.rmtree(partial, ignore_errors=True)
-            if result.exit_code == 4:
-                return Outcome(job, "skipped", result.reason, batch, None, log)
-            return Outcome(job, "failed", result.reason, batch, None, log)
+            status = "skipped" if result.exit_code == 4 else "failed"
+            return Outcome(job, status, result.reason, batch, None, log)
 
 
 def summary_rows(summary: BenchSummary) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,13 +12,14 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from zoobench_contract.clitools import run_app
 from zoobench_contract.dataset import DataError, list_images
 
-from . import containers, images
-from .bench import Bench, BenchError, plan_jobs, summary_rows
+from . import containers, datascan, images, mounts, runlock
+from .bench import Bench, BenchError, DataMount, plan_jobs, summary_rows
 from .manifests import MANIFEST_DIR, ManifestError, get_profile, load_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +62,8 @@ def image_tags(manifest_dir: Path, variant: str) -> dict[str, str]:
     return {name: images.image_tag(spec, variant, ROOT) for name, spec in specs.items()}
 
 
-def served_models(client: Any, tag: str) -> list[str]:
-    """Names from the image's `predict list`, cached per image tag (tags are content hashes)."""
+def served_models(client: Any, tag: str) -> dict[str, dict[str, Any]]:
+    """The image's `predict list` as name -> spec, cached per image tag (tags are content hashes)."""
     cache = CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}.json"
     if cache.is_file():
         listing = json.loads(cache.read_text())
@@ -68,7 +71,7 @@ def served_models(client: Any, tag: str) -> list[str]:
         listing = containers.predict_json(client, tag, "list")
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(listing))
-    return [m["name"] for m in listing]
+    return {m["name"]: m for m in listing}
 
 
 def sample_data() -> Path:
@@ -77,6 +80,54 @@ def sample_data() -> Path:
     target = CACHE / "sample"
     make_sample(target)
     return target
+
+
+def visible_gpus() -> list[str]:
+    """Indices of the host's NVIDIA GPUs (nvidia-smi); empty when there are none or no driver."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    proc = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True)
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip().isdigit()] if proc.returncode == 0 else []
+
+
+def check_gpus(wanted: list[str]) -> None:
+    """Every ``--gpus`` index must be a GPU of this host, before any image is built."""
+    if not wanted:
+        return
+    have = visible_gpus()
+    missing = [g for g in wanted if g not in have]
+    if missing:
+        where = f"this host has GPU(s) {','.join(have)}" if have else "no NVIDIA GPU is visible on this host (nvidia-smi)"
+        raise BenchError(f"--gpus {','.join(wanted)}: {where}; drop --gpus to run on the CPU")
+
+
+def check_weights_option(weights: str | None) -> None:
+    if weights is None or weights == "random" or weights == "imagenet" or weights.startswith("imagenet:"):
+        return
+    if not Path(weights).is_file():
+        raise BenchError(f"--weights {weights}: no such file; use imagenet, imagenet:VARIANT, random or a weights file")
+
+
+def scan_data(data: Path, jobs: list[Any], results: Path) -> tuple[list[str], dict[int | None, str]]:
+    """Decode and hash, once on the host, every file the jobs will read; bad files end the bench
+    here, all named in one report. Returns (the files read, the data digest per --limit)."""
+    paths = list_images(data)
+    limits = {j.limit for j in jobs}
+    needed = paths if None in limits else paths[:max(limits)]
+    with Progress(TextColumn("scanning data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("scan", total=len(needed))
+        scanned = datascan.scan(data, needed, CACHE / "datascan", workers=max(2, os.cpu_count() or 2),
+                                progress=lambda done, total: progress.update(task, completed=done))
+    if scanned.problems:
+        report = results / "logs" / "data-problems.txt"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("".join(f"{data / p}: {why}\n" for p, why in scanned.problems))
+        first, why = scanned.problems[0]
+        raise BenchError(f"{len(scanned.problems)} file(s) in {data} cannot be used (first: {data / first}: {why}); "
+                         f"fix or remove them (all listed in {report}), then run again")
+    return needed, {limit: scanned.digest(paths[:limit] if limit else paths) for limit in limits}
 
 
 @app.command()
@@ -90,52 +141,84 @@ def run(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     weights: Optional[str] = typer.Option(None, "--weights", help="override the profile: imagenet|random|PATH"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV filename,wnid for the ranking (else: synset folders)"),
     force: bool = typer.Option(False, "--force", help="re-run models that already finished"),
     build: bool = typer.Option(True, "--build/--no-build", help="build missing images first"),
     fmt: str = typer.Option("table", "--format", help="ranking format: table|markdown|csv|json"),
     manifests: Path = ManifestOpt,
 ) -> None:
     """Run a bench profile: one container per model, then print the ranking."""
+    from .labels import labels_for
+    from .ranking import FORMATS, RankError, run_rank
+
+    # Everything that can be checked is checked before the first container (or build) starts.
+    if fmt not in FORMATS:
+        raise RankError(f"--format {fmt!r}: use one of {'|'.join(FORMATS[:-1])}")
+    if labels is not None and not labels.is_file():
+        raise BenchError(f"--labels {labels}: no such file; pass a CSV with columns filename,wnid")
+    check_weights_option(weights)
     prof = get_profile(profile, manifests)
     models_manifest = load_models(manifests)
     gpu_list = parse_gpus(gpus)
+    check_gpus(gpu_list)
     var = variant_for(variant, gpu_list)
     if data is None and prof.data != "sample":
         raise BenchError(f"profile {profile!r} needs ImageNet: pass --data /path/to/imagenet/val (synset folders)")
     if data is not None:
         list_images(data)  # fails early, one line, on a missing or empty folder
-    client = containers.connect()
-    if data is None:
-        data = sample_data()
-        console.print(f"data: embedded sample set at {data}")
-    tags = image_tags(manifests, var)
-    needed = sorted(set(prof.models))
-    if build:
-        for name in needed:
-            images_build_one(client, name, var, manifests)
-    for name in needed:
-        containers.require_image(client, tags[name])
-    jobs = plan_jobs(prof, models_manifest, tags, lambda img: served_models(client, tags[img]),
-                     only=model, batch_size=batch_size, weights=weights, limit=limit)
+        data_path, binds, dangling = mounts.data_binds(data)
+        if dangling:
+            raise BenchError(f"{len(dangling)} symlink(s) in {data} point nowhere (first: {data / dangling[0]}); "
+                             "fix or remove them")
     results = results or ROOT / "results" / profile
-    results.mkdir(parents=True, exist_ok=True)
-    console.print(f"{len(jobs)} model(s), results in {results}")
-    summary = Bench(client, jobs, data, results, CACHE / "weights", gpu_list, console, force=force).run()
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        lock = runlock.ResultsLock(results, note=lambda m: console.print(f"note: {m}"))
+        holder = lock.acquire()
+    except OSError as exc:
+        raise BenchError(f"results folder {results}: {exc.strerror or exc}; make it writable, free space "
+                         "or pass another --results") from None
+    try:
+        client = containers.connect()
+        if data is None:
+            data = sample_data()
+            data_path, binds, _ = mounts.data_binds(data)
+            console.print(f"data: embedded sample set at {data}")
+        tags = image_tags(manifests, var)
+        needed = sorted(set(prof.models))
+        if build:
+            for name in needed:
+                images_build_one(client, name, var, manifests)
+        for name in needed:
+            containers.require_image(client, tags[name])
+        jobs = plan_jobs(prof, models_manifest, tags, lambda img: served_models(client, tags[img]),
+                         only=model, batch_size=batch_size, weights=weights, limit=limit)
+        if not jobs:
+            raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")
+        scanned, digests = scan_data(data, jobs, results)
+        labels_for(scanned, labels)  # a file with no label is one line now, not after every model ran
+        weights_binds = {}
+        if weights is not None and Path(weights).is_file():
+            weights_binds[weights] = mounts.file_bind(Path(weights), "--weights file")[1]
+        console.print(f"{len(jobs)} model(s), results in {results}")
+        bench = Bench(client, jobs, DataMount(data_path, binds, digests), results, CACHE / "weights", gpu_list,
+                      console, run_id=holder.run_id, force=force, weights_binds=weights_binds)
+        summary = bench.run()
+    finally:
+        lock.release()
     print_summary(summary_rows(summary))
-    ok_runs = summary.count("ok") + summary.count("reused")
-    if ok_runs:
-        from .ranking import run_rank
-
-        run_rank(results, None, fmt, out)
-    if summary.failed:
+    if summary.count("ok") + summary.count("reused"):
+        run_rank(results, labels, fmt, out)
+    if summary.failed or summary.count("interrupted"):
         raise typer.Exit(1)
 
 
 def print_summary(rows: list[dict[str, Any]]) -> None:
     table = Table(title="bench", show_lines=False)
-    for col in ("image", "model", "weights", "status", "batch", "img/s", "reason"):
+    for col in ("image", "model", "weights", "status", "batch", "img/s"):
         table.add_column(col)
-    colours = {"ok": "green", "reused": "cyan", "skipped": "yellow", "failed": "red"}
+    table.add_column("reason", overflow="fold")
+    colours = {"ok": "green", "reused": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "red"}
     for r in rows:
         ips = f"{r['images_per_second']:.1f}" if r["images_per_second"] else ""
         reason = r["reason"] + (f" (log: {r['log']})" if r["status"] == "failed" and r["log"] else "")
@@ -241,22 +324,64 @@ def weights_fetch(
     variant: str = typer.Option("cpu", "--variant"),
     manifests: Path = ManifestOpt,
 ) -> None:
-    """Download the pretrained weights of a profile's models into .cache/weights (the only networked step)."""
+    """Download the pretrained weights of a profile's models into .cache/weights (the only networked
+    step). Exits 1 when any model's weights could not be fetched."""
     prof = get_profile(profile, manifests)
     client = containers.connect()
     tags = image_tags(manifests, variant)
+    for name in sorted(set(prof.models)):
+        containers.require_image(client, tags[name])
     jobs = plan_jobs(prof, load_models(manifests), tags, lambda img: served_models(client, tags[img]), only=model)
-    jobs = [j for j in jobs if j.weights.startswith("imagenet")]
-    failures = 0
+    groups: dict[str, list[str]] = {}
+    failures: dict[str, list[str]] = {}
+    weights_dir = CACHE / "weights"
+    weights_dir.mkdir(parents=True, exist_ok=True)
     for job in jobs:
-        result = containers.predict_in_container(
-            client, job.tag, ["fetch", "--model", job.model, "--weights", job.weights], None, CACHE / "weights" / "_fetch", CACHE / "weights",
-            log_path=CACHE / "logs" / f"fetch-{job.run_name}.log", timeout_s=1800, network=True)
-        status = "ok" if result.exit_code == 0 else f"[yellow]unavailable: {result.reason}"
-        failures += result.exit_code != 0
-        console.print(f"{job.image}/{job.model}: {status}")
+        name = f"{job.image}/{job.model}"
+        if not job.weights.startswith("imagenet"):
+            groups.setdefault(f"need nothing ({job.weights} weights)", []).append(name)
+            continue
+        log = CACHE / "logs" / f"fetch-{job.run_name}.log"
+        with containers.handed_over(weights_dir):
+            result = containers.predict_in_container(
+                client, job.tag, ["fetch", "--model", job.model, "--weights", job.weights], [], None, weights_dir,
+                log_path=log, timeout_s=1800, network=True, weights_writable=True)
+        if result.exit_code == 0:
+            status = fetch_status(log)
+            groups.setdefault({"bundled": "bundled in the image", "cached": "already cached"}.get(status, "fetched"),
+                              []).append(name)
+        else:
+            failures.setdefault(failure_cause(result.reason, job.model), []).append(name)
+    for what, names in groups.items():
+        console.print(f"{what}: {len(names)} ({', '.join(names)})", highlight=False, soft_wrap=True)
     if failures:
-        console.print(f"{failures} model(s) without weights will be reported as skipped by `zoobench run`")
+        for cause, names in failures.items():
+            console.print(f"[red]could not fetch {len(names)}: {', '.join(names)}: {cause}", highlight=False,
+                          soft_wrap=True)
+        failed = sum(map(len, failures.values()))
+        console.print(f"[red]error: weights of {failed} of {len(jobs)} model(s) could not be fetched (logs in "
+                      f"{CACHE / 'logs'}); `zoobench run` reports them as skipped", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def fetch_status(log: Path) -> str:
+    """``fetched``, ``cached`` or ``bundled``, from the JSON line ``predict fetch`` prints last."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            try:
+                return str(json.loads(line).get("status", "fetched"))
+            except ValueError:
+                break
+    return "fetched"
+
+
+def failure_cause(reason: str, model: str) -> str:
+    """A fetch failure's cause without what is particular to one model (URL, name), so models
+    failing for the same reason are listed once."""
+    os_error = re.search(r"\[Errno [^\]]+\][^)(;>]*", reason)
+    if os_error:
+        return os_error.group(0).strip()
+    return reason.removeprefix(f"{model}: ")
 
 
 @app.command()
@@ -290,6 +415,13 @@ def doctor(
                  else f"{tag} not built: run `zoobench images build --variant {variant}`")
     except ManifestError as exc:
         line(False, "manifests", str(exc))
+    try:
+        defaults = load_models(manifests).defaults
+        out.print(f"    containers: no capabilities, no-new-privileges, read-only root with tmpfs /tmp, "
+                  f"{containers.PIDS_LIMIT} PIDs, memory limit {defaults.memory or 'none'} "
+                  "(defaults.memory / models.IMAGE/MODEL.memory in manifests/models.yaml)")
+    except ManifestError as exc:
+        line(False, "manifests", str(exc))
     if data is not None:
         try:
             found = list_images(data)
@@ -304,7 +436,8 @@ def doctor(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors are one line and exit code 2; Ctrl-C keeps finished work."""
     signal.signal(signal.SIGTERM, _interrupt)
-    errors = {ManifestError: 2, BenchError: 2, containers.EngineError: 2, DataError: 2}
+    errors = {ManifestError: 2, BenchError: 2, containers.EngineError: 2, DataError: 2, mounts.MountError: 2,
+              runlock.ResultsBusy: 2}
     from .ranking import ERRORS as RANK_ERRORS
 
     errors.update({kind: 2 for kind in (*images.ERRORS, *RANK_ERRORS)})

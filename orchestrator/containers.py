@@ -1,22 +1,35 @@
-"""Run one model in one container: data read-only, output writable, no network, a time limit."""
+"""Run one model in one locked-down container: data read-only, output writable, no network, limits.
+
+Every container follows the CIS Docker Benchmark 5.x: all capabilities dropped,
+``no-new-privileges``, a read-only root filesystem with a tmpfs ``/tmp``, a PID limit, an optional
+memory limit, no network (except ``predict fetch``), a non-root user, and the weights cache
+read-only unless the container is fetching weights. Each container is labelled with its results
+folder and run id, so leftovers of a dead run can be told from containers of a live one.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from .mounts import Bind
 
 PROGRESS_PREFIX = "zoobench-progress "  # written by the contract CLI (zoobench_contract.cli)
-EXIT_CODES = {0: "ok", 2: "bad input", 3: "out of memory", 4: "weights unavailable", 137: "killed (out of memory?)"}
-
-
+EXIT_CODES = {0: "ok", 1: "failed", 2: "bad input", 3: "out of memory", 4: "weights unavailable"}
 IMAGE_UID = 1000  # the non-root user of every runner image (images/*/Dockerfile)
+PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a pool per core
+LABEL, LABEL_RESULTS, LABEL_RUN = "zoobench", "zoobench.results", "zoobench.run"
+EXIT_CANCELLED = 130
 
 
 class EngineError(RuntimeError):
@@ -43,6 +56,60 @@ def require_image(client: docker.DockerClient, tag: str) -> Any:
         raise EngineError(f"image {tag} is not built; run `zoobench images build` (or `make images`)") from None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one container; ``memory`` is docker syntax ("8g") or None for none."""
+
+    memory: str | None = None
+    pids: int = PIDS_LIMIT
+
+
+def hardened(limits: Limits = Limits()) -> dict[str, Any]:
+    """The docker-py ``containers.run`` settings every zoobench container gets."""
+    settings: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,mode=1777"},
+        "pids_limit": limits.pids,
+        "shm_size": "1g",
+        "environment": {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
+    }
+    if limits.memory:
+        settings["mem_limit"] = limits.memory
+        settings["memswap_limit"] = limits.memory  # no swap on top: a limit is a limit
+    return settings
+
+
+def container_user() -> str | None:
+    """The invoking user; on a root host, None (the image's non-root user, see :func:`handed_over`)."""
+    return None if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    for top, dirs, files in os.walk(path):
+        os.lchown(top, uid, gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(top, name), uid, gid)
+
+
+@contextlib.contextmanager
+def handed_over(*folders: Path) -> Iterator[None]:
+    """On a root host the container runs as the image's user: lend it ``folders`` for the run, then
+    give every file back to the invoking user. A no-op for a non-root invoking user."""
+    if os.getuid() != 0:
+        yield
+        return
+    for d in folders:
+        _chown_tree(d, IMAGE_UID, IMAGE_UID)
+    try:
+        yield
+    finally:
+        for d in folders:
+            if d.exists():
+                _chown_tree(d, os.getuid(), os.getgid())
+
+
 @dataclass
 class ContainerResult:
     exit_code: int
@@ -51,64 +118,89 @@ class ContainerResult:
     log_path: Path
     last_error: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+    oom_killed: bool = False
+    cancelled: bool = False
 
     @property
     def reason(self) -> str:
+        if self.cancelled:
+            return "interrupted (the bench was stopped)"
         if self.timed_out:
-            return "timed out"
+            return f"timed out after {self.timeout_s:g} s (timeout_s in manifests/models.yaml)"
+        if self.oom_killed:
+            return self.last_error or "killed by the kernel: out of memory (memory limit in manifests/models.yaml?)"
+        if self.exit_code > 128:
+            try:
+                name = signal.Signals(self.exit_code - 128).name
+            except ValueError:
+                name = f"signal {self.exit_code - 128}"
+            return f"killed ({name}) from outside the container (docker kill, another process or the host)"
         return self.last_error or EXIT_CODES.get(self.exit_code, f"exit code {self.exit_code}")
+
+
+def _mounts(binds: list[Bind], out_dir: Path | None, weights_dir: Path, weights_writable: bool) -> list[Any]:
+    mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=True) for b in binds]
+    mounts.append(docker.types.Mount("/weights", str(weights_dir.resolve()), type="bind",
+                                     read_only=not weights_writable))
+    if out_dir is not None:
+        mounts.append(docker.types.Mount("/out", str(out_dir.resolve()), type="bind", read_only=False))
+    return mounts
+
+
+def _wait(container: Any, timeout_s: float, cancel: threading.Event | None) -> tuple[int | None, bool, bool]:
+    """(exit code, timed out, cancelled); polls so a timeout or a cancel is noticed within a second."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if cancel is not None and cancel.is_set():
+            return None, False, True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, True, False
+        try:
+            status = container.wait(timeout=min(1.0, left))
+            return int(status.get("StatusCode", 1)), False, False
+        except (requests.exceptions.RequestException, TimeoutError):
+            continue
 
 
 def predict_in_container(
     client: docker.DockerClient,
     image: str,
     args: list[str],
-    data_dir: Path,
-    out_dir: Path,
+    binds: list[Bind],
+    out_dir: Path | None,
     weights_dir: Path,
     log_path: Path,
     timeout_s: float,
     gpu: str | None = None,
     network: bool = False,
+    weights_writable: bool = False,
     environment: dict[str, str] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     labels: dict[str, str] | None = None,
+    limits: Limits = Limits(),
+    cancel: threading.Event | None = None,
 ) -> ContainerResult:
-    """``predict ARGS`` in a fresh container; the log is kept in ``log_path``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """``predict ARGS`` in a fresh locked-down container; the log is kept in ``log_path``."""
     weights_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    volumes = {
-        str(out_dir.resolve()): {"bind": "/out", "mode": "rw"},
-        str(weights_dir.resolve()): {"bind": "/weights", "mode": "rw"},
-    }
-    if data_dir is not None:
-        volumes[str(data_dir.resolve())] = {"bind": "/data", "mode": "ro"}
-    user = None if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-    if user is None:  # root host: keep the image's non-root user and let it write its folders
-        for d in (out_dir, weights_dir):
-            os.chown(d, IMAGE_UID, IMAGE_UID)
-    device_requests = []
+    settings = hardened(limits)
+    settings["environment"].update(environment or {})
     if gpu is not None:
-        device_requests = [docker.types.DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])]
-    env = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", **(environment or {})}
+        settings["device_requests"] = [docker.types.DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])]
+    if cancel is not None and cancel.is_set():
+        return ContainerResult(EXIT_CANCELLED, 0.0, False, log_path, cancelled=True)
     try:
-        container = client.containers.run(
-            image,
-            command=args,
-            detach=True,
-            volumes=volumes,
-            network_mode="bridge" if network else "none",
-            user=user,
-            environment=env,
-            device_requests=device_requests or None,
-            shm_size="1g",
-            labels={"zoobench": "1", **(labels or {})},
+        container = client.containers.create(
+            image, command=args, mounts=_mounts(binds, out_dir, weights_dir, weights_writable),
+            network_mode="bridge" if network else "none", user=container_user(),
+            labels={LABEL: "1", **(labels or {})}, **settings,
         )
     except ImageNotFound:
         raise EngineError(f"image {image} is not built; run `zoobench images build`") from None
     except APIError as exc:
-        raise EngineError(f"docker refused to start {image}: {exc.explanation or exc}") from None
+        raise EngineError(f"docker refused to create a container of {image}: {exc.explanation or exc}") from None
 
     state: dict[str, Any] = {"error": None, "progress": {}}
 
@@ -128,45 +220,68 @@ def predict_in_container(
                     elif line.startswith("error: "):
                         state["error"] = line[len("error: "):]
 
-    follower = threading.Thread(target=follow_logs, daemon=True)
-    follower.start()
     start = time.monotonic()
-    timed_out = False
     try:
+        if cancel is not None and cancel.is_set():
+            return ContainerResult(EXIT_CANCELLED, 0.0, False, log_path, cancelled=True)
         try:
-            status = container.wait(timeout=timeout_s)
-            code = int(status.get("StatusCode", 1))
-        except Exception:  # requests' ReadTimeout: the model ran past its limit
-            timed_out = True
-            container.kill()
-            code = 124
+            container.start()
+        except APIError as exc:
+            raise EngineError(f"docker refused to start {image}: {exc.explanation or exc}") from None
+        follower = threading.Thread(target=follow_logs, daemon=True)
+        follower.start()
+        code, timed_out, cancelled = _wait(container, timeout_s, cancel)
+        if code is None:
+            with contextlib.suppress(DockerException):
+                container.kill()
+            code = EXIT_CANCELLED if cancelled else 124
         follower.join(timeout=10)
-        if code == 137 and not timed_out:
-            container.reload()
-            if container.attrs.get("State", {}).get("OOMKilled"):
-                state["error"] = state["error"] or "container killed by the kernel: out of memory"
+        oom = False
+        if code == 137 and not (timed_out or cancelled):
+            with contextlib.suppress(DockerException):
+                container.reload()
+                oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            if oom:
+                state["error"] = state["error"] or "killed by the kernel: out of memory"
                 code = 3
+        return ContainerResult(code, time.monotonic() - start, timed_out, log_path, state["error"], state["progress"],
+                               timeout_s=timeout_s, oom_killed=oom, cancelled=cancelled)
     finally:
-        try:
+        with contextlib.suppress(DockerException):
             container.remove(force=True)
-        except DockerException:
-            pass
-    return ContainerResult(code, time.monotonic() - start, timed_out, log_path, state["error"], state["progress"])
 
 
-def remove_leftovers(client: docker.DockerClient, labels: dict[str, str]) -> int:
-    """Kill containers a previous, interrupted run left behind (matched by label)."""
-    found = client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+def remove_containers(client: docker.DockerClient, results: str, keep_run: str | None = None) -> int:
+    """Remove the containers of a results folder, except those of run ``keep_run`` (the live one).
+
+    Only the holder of the folder's lock calls this, so every other run's containers are leftovers.
+    """
+    found = client.containers.list(all=True, filters={"label": [f"{LABEL_RESULTS}={results}"]})
+    removed = 0
     for c in found:
-        c.remove(force=True)
+        if keep_run is not None and c.labels.get(LABEL_RUN) == keep_run:
+            continue
+        with contextlib.suppress(NotFound):
+            c.remove(force=True)
+            removed += 1
+    return removed
+
+
+def kill_run(client: docker.DockerClient, run_id: str) -> int:
+    """Kill and remove every container of one run (Ctrl-C, SIGTERM)."""
+    found = client.containers.list(all=True, filters={"label": [f"{LABEL_RUN}={run_id}"]})
+    for c in found:
+        with contextlib.suppress(DockerException):
+            c.remove(force=True)
     return len(found)
 
 
 def predict_json(client: docker.DockerClient, image: str, verb: str) -> Any:
     """Run ``predict list`` or ``predict info`` and parse its JSON."""
+    settings = hardened()
     try:
-        raw = client.containers.run(image, command=[verb], remove=True, network_mode="none",
-                                    stdout=True, stderr=False, environment={"HOME": "/tmp"})
+        raw = client.containers.run(image, command=[verb], remove=True, network_mode="none", stdout=True,
+                                    stderr=False, user=container_user(), labels={LABEL: "1"}, **settings)
     except ImageNotFound:
         raise EngineError(f"image {image} is not built; run `zoobench images build`") from None
     except docker.errors.ContainerError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MANIFEST_DIR = Path(__file__).resolve().parents[1] / "manifests"
 
@@ -21,18 +21,58 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MEMORY_PATTERN = r"^[1-9][0-9]*[bkmgBKMG]?$"  # docker's syntax: 512m, 8g
+
+
+class PreprocessingOverride(_Strict):
+    """The fields of the contract's Preprocessing a manifest may override, each typed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    crop_size: int | None = Field(default=None, ge=1)
+    resize_size: int | None = Field(default=None, ge=1)
+    crop_fraction: float | None = Field(default=None, gt=0, le=1)
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"] | None = None
+    mode: Literal["meanstd", "tf", "caffe", "raw"] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    channel_order: Literal["rgb", "bgr"] | None = None
+
+    @field_validator("crop_fraction", "mean", "std", mode="before")
+    @classmethod
+    def _numbers_from_ints(cls, v: Any) -> Any:  # strict mode would refuse 1 for 1.0
+        if isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, list):
+            return tuple(float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v)
+        return v
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "PreprocessingOverride":
+        if self.crop_size and self.resize_size and self.crop_size > self.resize_size:
+            raise ValueError(f"crop_size {self.crop_size} is larger than resize_size {self.resize_size}")
+        return self
+
+
 class ModelSettings(_Strict):
     """Per (image, model) settings; every field optional."""
 
-    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: PreprocessingOverride = Field(default_factory=PreprocessingOverride)
     batch_size: int | None = Field(default=None, ge=1)
     timeout_s: int | None = Field(default=None, ge=1)
+    memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
     note: str | None = None
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The override as given (unset fields left out), in JSON types."""
+        return self.preprocessing.model_dump(mode="json", exclude_none=True)
 
 
 class Defaults(_Strict):
     batch_size: int = Field(default=32, ge=1)
     timeout_s: int = Field(default=3600, ge=1)
+    memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
 
 
 class ModelsManifest(_Strict):

@@ -26,6 +26,7 @@ SKIP_SUFFIXES = (".partial", ".old")
 SKIP_NAMES = {"logs"}
 FORMATS = ("table", "markdown", "csv", "json", "none")
 ALPHA = 0.05
+N_CLASSES = 1000
 
 
 class RankError(ValueError):
@@ -150,6 +151,10 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if topk.ndim != 2 or topk.shape[0] != paths.shape[0] or topk.shape[1] < 5 or topk.dtype.kind not in "iu":
         raise RankError(f"{path}: 'topk_indices' must be integer N x K with N = {paths.shape[0]} and K >= 5 "
                         f"(got {topk.dtype} {topk.shape}); re-run this model")
+    if topk.size and (topk.min() < 0 or topk.max() >= N_CLASSES):
+        bad = int(topk.min() if topk.min() < 0 else topk.max())
+        raise RankError(f"{path}: 'topk_indices' holds class {bad}, outside the ImageNet classes 0..{N_CLASSES - 1}; "
+                        "re-run this model")
     return paths, topk
 
 

@@ -49,6 +49,15 @@ def zoobench(*args: str, timeout: float = 3600, env: dict | None = None, check: 
     return proc
 
 
+def one_line_error(proc, needle: str, code: int = 2) -> None:
+    """Exit code ``code`` and exactly one error line, the last one, naming the problem; no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == code, (proc.returncode, proc.stdout, err)
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and needle in errors[0], err
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:
@@ -77,3 +86,27 @@ def sample_dir(tmp_path_factory) -> Path:
     zoobench("data", "sample", "--out", str(out), check=True)
     out.chmod(0o755)
     return out
+
+
+# ---------------------------------------------------------------- fault suite summary
+
+FAULT_CASES: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def fault_case(request):
+    """``fault_case(outcome)`` records this test's case and what zoobench did, for the summary table."""
+
+    def record(outcome: str) -> None:
+        FAULT_CASES.append((request.node.name.removeprefix("test_"), outcome))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FAULT_CASES:
+        return
+    terminalreporter.section("fault suite: case -> outcome")
+    width = max(len(case) for case, _ in FAULT_CASES)
+    for case, outcome in FAULT_CASES:
+        terminalreporter.write_line(f"{case.ljust(width)}  {outcome}")

@@ -12,18 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, zoobench
+from conftest import ROOT, one_line_error, zoobench
 
 pytestmark = pytest.mark.docker
-
-
-def one_line_error(proc, needle: str) -> None:
-    """Exit code 2 and exactly one error line, the last one, naming the problem; no traceback."""
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, err)
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and needle in errors[0], err
 
 
 def test_sample_bench_ranks_lite0_in_both_frameworks(image_tags, tmp_path):

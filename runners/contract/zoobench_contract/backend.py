@@ -78,3 +78,7 @@ class Backend(Protocol):
     def predict(self, model: Any, batch: np.ndarray) -> np.ndarray:
         """NHWC float32 batch -> float32 logits (N x num_classes)."""
         ...
+
+    # Optional: ``weights_path(spec, weights) -> str | None``, the file the last ``load`` of
+    # ``spec`` read its ``imagenet`` weights from (None: random or built in code). The CLI records
+    # that file's sha256 in run.json, so a changed weights cache is noticed.

