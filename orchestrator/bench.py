@@ -242,31 +242,36 @@ class Bench:
         ) as progress:
             overall = progress.add_task("models", total=len(self.jobs), completed=summary.count("reused"), detail="")
 
-            def worker(gpu: str | None) -> None:
+            def worker(gpu: str | None, finished: threading.Event) -> None:
                 lane = progress.add_task(f"gpu {gpu}" if gpu else "cpu", total=None, detail="waiting")
-                while not self.cancel.is_set():
-                    try:
-                        job = todo.get_nowait()
-                    except queue.Empty:
-                        break
-                    outcome = self._guarded(job, gpu, progress, lane)
-                    with lock:
-                        summary.outcomes.append(outcome)
-                    progress.advance(overall)
-                progress.update(lane, detail="done", visible=False)
+                try:
+                    while not self.cancel.is_set():
+                        try:
+                            job = todo.get_nowait()
+                        except queue.Empty:
+                            break
+                        outcome = self._guarded(job, gpu, progress, lane)
+                        with lock:
+                            summary.outcomes.append(outcome)
+                        progress.advance(overall)
+                    progress.update(lane, detail="done", visible=False)
+                finally:
+                    finished.set()
 
-            lanes = [threading.Thread(target=worker, args=(g,), daemon=True) for g in (self.gpus or [None])]
-            for t in lanes:
-                t.start()
+            # Workers report their end through events: Thread.join interrupted by Ctrl-C can make
+            # is_alive() lie (CPython gh-90882), and a worker must finish cleaning up before we exit.
+            ends = [threading.Event() for _ in (self.gpus or [None])]
+            for gpu, end in zip(self.gpus or [None], ends):
+                threading.Thread(target=worker, args=(gpu, end), daemon=True).start()
             try:
-                while any(t.is_alive() for t in lanes):
-                    for t in lanes:
-                        t.join(timeout=0.2)
+                for end in ends:
+                    while not end.wait(0.5):
+                        pass
             except KeyboardInterrupt:
                 self.cancel.set()  # workers start nothing new; running containers are killed by _wait
                 containers.kill_run(self.client, self.run_id)
-                for t in lanes:
-                    t.join(timeout=60)
+                for end in ends:
+                    end.wait(60)
                 raise
         order = {j.run_name: i for i, j in enumerate(self.jobs)}
         summary.outcomes.sort(key=lambda o: order[o.job.run_name])
@@ -279,7 +284,7 @@ class Bench:
             return self._run_job(job, gpu, progress, lane)
         except Exception as exc:  # noqa: BLE001 - one job's failure must not end the bench
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+            where = f" ({exc.filename or self.results_dir})" if isinstance(exc, OSError) else ""
             return Outcome(job, "failed", f"{type(exc).__name__}: {text}{where}")
         finally:
             shutil.rmtree(partial, ignore_errors=True)

@@ -206,25 +206,35 @@ def run(
         summary = bench.run()
     finally:
         lock.release()
-    print_summary(summary_rows(summary))
+    rows = summary_rows(summary)
+    print_summary(rows)
     if summary.count("ok") + summary.count("reused"):
         run_rank(results, labels, fmt, out)
-    if summary.failed or summary.count("interrupted"):
+    failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
+    for r in failed:  # in full, one line each, after the ranking: the table cuts long reasons
+        log = f" (log: {r['log']})" if r["log"] else ""
+        console.print(f"[red]{r['image']}/{r['model']} {r['status']}: {r['reason']}{log}", highlight=False, soft_wrap=True)
+    if failed:
+        console.print(f"[red]error: {len(failed)} of {len(rows)} model(s) did not finish (reasons above); "
+                      f"fix them and run the same command again: finished models are kept", highlight=False,
+                      soft_wrap=True)
         raise typer.Exit(1)
 
 
 def print_summary(rows: list[dict[str, Any]]) -> None:
+    """One row per model; the reasons of models that did not run follow, each on one full line."""
     table = Table(title="bench", show_lines=False)
     for col in ("image", "model", "weights", "status", "batch", "img/s"):
         table.add_column(col)
-    table.add_column("reason", overflow="fold")
     colours = {"ok": "green", "reused": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "red"}
     for r in rows:
         ips = f"{r['images_per_second']:.1f}" if r["images_per_second"] else ""
-        reason = r["reason"] + (f" (log: {r['log']})" if r["status"] == "failed" and r["log"] else "")
         table.add_row(r["image"], r["model"], r["weights"], f"[{colours[r['status']]}]{r['status']}",
-                      str(r["batch_size"] or ""), ips, reason)
+                      str(r["batch_size"] or ""), ips)
     console.print(table)
+    for r in rows:
+        if r["status"] == "skipped":
+            console.print(f"[yellow]{r['image']}/{r['model']} skipped: {r['reason']}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -322,6 +332,7 @@ def weights_fetch(
     profile: str = typer.Option("full", "--profile", "-p"),
     model: Optional[list[str]] = typer.Option(None, "--model"),
     variant: str = typer.Option("cpu", "--variant"),
+    network: str = typer.Option("bridge", "--network", help="docker network for the downloads (e.g. one with a proxy)"),
     manifests: Path = ManifestOpt,
 ) -> None:
     """Download the pretrained weights of a profile's models into .cache/weights (the only networked
@@ -345,7 +356,7 @@ def weights_fetch(
         with containers.handed_over(weights_dir):
             result = containers.predict_in_container(
                 client, job.tag, ["fetch", "--model", job.model, "--weights", job.weights], [], None, weights_dir,
-                log_path=log, timeout_s=1800, network=True, weights_writable=True)
+                log_path=log, timeout_s=1800, network=network, weights_writable=True)
         if result.exit_code == 0:
             status = fetch_status(log)
             groups.setdefault({"bundled": "bundled in the image", "cached": "already cached"}.get(status, "fetched"),

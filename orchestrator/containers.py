@@ -174,7 +174,7 @@ def predict_in_container(
     log_path: Path,
     timeout_s: float,
     gpu: str | None = None,
-    network: bool = False,
+    network: str = "none",
     weights_writable: bool = False,
     environment: dict[str, str] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -182,7 +182,8 @@ def predict_in_container(
     limits: Limits = Limits(),
     cancel: threading.Event | None = None,
 ) -> ContainerResult:
-    """``predict ARGS`` in a fresh locked-down container; the log is kept in ``log_path``."""
+    """``predict ARGS`` in a fresh locked-down container; the log is kept in ``log_path``.
+    ``network`` is a docker network name ("none": no network at all)."""
     weights_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     settings = hardened(limits)
@@ -194,7 +195,7 @@ def predict_in_container(
     try:
         container = client.containers.create(
             image, command=args, mounts=_mounts(binds, out_dir, weights_dir, weights_writable),
-            network_mode="bridge" if network else "none", user=container_user(),
+            network_mode=network, user=container_user(),
             labels={LABEL: "1", **(labels or {})}, **settings,
         )
     except ImageNotFound:
@@ -205,11 +206,19 @@ def predict_in_container(
     state: dict[str, Any] = {"error": None, "progress": {}}
 
     def follow_logs() -> None:
-        with open(log_path, "w") as log:
+        try:
+            log: Any = open(log_path, "w")
+        except OSError:
+            log = None  # a results folder that cannot take the log (full disk) does not stop the run
+        try:
             for raw in container.logs(stream=True, follow=True):
                 for line in raw.decode(errors="replace").splitlines():
-                    log.write(line + "\n")
-                    log.flush()
+                    if log is not None:
+                        try:
+                            log.write(line + "\n")
+                            log.flush()
+                        except OSError:
+                            log = None
                     if line.startswith(PROGRESS_PREFIX):
                         try:
                             state["progress"] = json.loads(line[len(PROGRESS_PREFIX):])
@@ -219,6 +228,12 @@ def predict_in_container(
                             on_progress(state["progress"])
                     elif line.startswith("error: "):
                         state["error"] = line[len("error: "):]
+        except (DockerException, requests.exceptions.RequestException):
+            pass  # the container was removed under us (Ctrl-C): its exit code tells what happened
+        finally:
+            if log is not None:
+                with contextlib.suppress(OSError):
+                    log.close()
 
     start = time.monotonic()
     try:

@@ -134,6 +134,9 @@ def test_limit_and_logits(backend, data, tmp_path):
         (["--preprocess", "{bad"], 2, "--preprocess"),
         (["--preprocess", '{"crop_size": 64}'], 2, "crop_size"),
         (["--weights", "/no/such/file.pt"], 2, "no such file"),
+        (["--batch-size", "0"], 2, "--batch-size"),  # click's own usage errors are one line too
+        (["--topk", "3"], 2, "--topk"),
+        (["--colour", "red"], 2, "No such option"),
     ],
 )
 def test_bad_input_is_one_line(backend, data, tmp_path, capsys, args, code, needle):

@@ -106,3 +106,60 @@ def test_stopped_engine(tmp_path):
     one_line_error(proc, "cannot reach the Docker engine")
     doctor = zoobench("doctor", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
     assert doctor.returncode == 1 and "docker engine" in doctor.stdout
+
+
+def test_containers_are_locked_down(image_tags, tmp_path, manifests_copy):
+    """docker inspect of a live model container: CIS 5.x settings; the bench still works under them."""
+    models = manifests_copy / "models.yaml"
+    models.write_text(models.read_text().replace("  memory: null", "  memory: 3g"))
+    results = tmp_path / "results"
+    exe = Path(sys.executable).with_name("zoobench")
+    bench = subprocess.Popen([str(exe), "run", "--profile", "sample", "--results", str(results),
+                              "--manifests", str(manifests_copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    label = f"label=zoobench.results={results.resolve()}"
+    deadline = time.monotonic() + 600
+    while not (ids := subprocess.run(["docker", "ps", "-q", "--filter", label], capture_output=True,
+                                     text=True).stdout.split()):
+        assert bench.poll() is None, bench.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    found = subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True)
+    out, err = bench.communicate(timeout=900)
+    assert bench.returncode == 0, err  # both runners work inside the locked-down container
+    if found.returncode != 0:
+        pytest.fail(f"the container ended before it could be inspected: {found.stderr}")
+    info = json.loads(found.stdout)[0]
+    host = info["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+    assert host["PidsLimit"] == 4096 and host["Memory"] == 3 * 1024 ** 3
+    assert host["NetworkMode"] == "none" and host["Privileged"] is False
+    assert info["Config"]["User"] not in ("", "0", "root", "0:0")
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts["/weights"]["RW"] is False and mounts["/out"]["RW"] is True
+    data = [m for d, m in mounts.items() if d not in ("/weights", "/out")]
+    assert data and all(m["RW"] is False for m in data)
+    owners = {p.stat().st_uid for p in results.rglob("*")}
+    assert owners == {os.getuid()}, owners  # files belong to the user who ran zoobench
+
+
+def test_weights_fetch_reports_what_it_did(image_tags, tmp_path):
+    smoke = zoobench("weights", "fetch", "--profile", "smoke")
+    assert smoke.returncode == 0 and "need nothing (random weights): 6" in smoke.stderr, smoke.stderr
+    sample = zoobench("weights", "fetch", "--profile", "sample")
+    assert sample.returncode == 0 and "bundled in the image: 2" in sample.stderr, sample.stderr
+    network = f"zoobench-test-offline-{os.getpid()}"  # internal: no route out, whatever the host can reach
+    subprocess.run(["docker", "network", "rm", network], capture_output=True)
+    subprocess.run(["docker", "network", "create", "--internal", network], check=True, capture_output=True)
+    try:
+        offline = zoobench("weights", "fetch", "--profile", "full", "--model", "pytorch/resnet18",
+                           "--model", "pytorch/alexnet", "--network", network, timeout=900)
+    finally:
+        subprocess.run(["docker", "network", "rm", network], capture_output=True)
+    assert offline.returncode == 1, offline.stderr
+    listed = next(line for line in offline.stderr.splitlines() if line.startswith("could not fetch 2: "))
+    assert "pytorch/resnet18" in listed and "pytorch/alexnet" in listed, offline.stderr
+    assert "error: weights of 2 of 2 model(s) could not be fetched" in offline.stderr
+    assert "Traceback" not in offline.stderr

@@ -193,3 +193,16 @@ def test_rank_refuses_class_indices_outside_imagenet(tmp_path):
     _run_folder(tmp_path / "r", np.array([[0, 1, 2, 3, 1000], [0, 1, 2, 3, 4]]))
     with pytest.raises(RankError, match="class 1000, outside the ImageNet classes 0..999"):
         load_results(tmp_path)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--limit", "0"], "--limit"),
+    (["run", "--batch-size", "0"], "--batch-size"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["rank"], "Missing argument"),
+    (["data", "check", "--workers", "zero"], "--workers"),
+])
+def test_usage_errors_are_one_line_naming_the_option(args, needle):
+    from conftest import one_line_error, zoobench
+
+    one_line_error(zoobench(*args), needle)

@@ -56,6 +56,9 @@ def check_cmd(
     report = check(folder, workers=workers, progress=_ticker("check"))
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
     if not report.ok:
+        first = report.errors[0]
+        typer.echo(f"error: {len(report.errors)} file(s) in {folder} would break a benchmark (first: "
+                   f"{folder / first.path}{': ' + first.detail if first.detail else ''})", err=True)
         raise typer.Exit(1)
 
 

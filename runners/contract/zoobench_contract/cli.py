@@ -6,6 +6,7 @@ Errors are one line on stderr starting with ``error:``; never a traceback.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -281,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     def classify(exc: BaseException) -> tuple[str, int] | None:
         if is_out_of_memory(exc):
             return f"out of memory ({type(exc).__name__}); retry with a smaller --batch-size", EXIT_OOM
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return f"no space left on device writing {exc.filename or 'the output'}; free space and run again", EXIT_FAILED
         return None
 
     run_app(

