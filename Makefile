@@ -7,7 +7,7 @@ VARIANT ?= $(if $(GPUS),cuda,cpu)
 DATA    ?=
 GPUS    ?=
 
-.PHONY: install docker images bench test test-unit benchmark clean
+.PHONY: install docker images bench test test-unit benchmark lock clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,17 @@ test-unit: install
 
 benchmark: install docker images
 	$(VENV)/bin/python tests/benchmarks/bench_predict.py
+
+# Re-resolve the image locks with uv: every package pinned, the sha256 of every file PyPI publishes,
+# wheels only, for the CPythons each lock's images use (images/uv/<pythons>/pyproject.toml).
+LOCKS := pytorch/requirements:cp311-cp312 keras/requirements-cpu:cp311-cp312 keras/requirements-cuda:cp311-cp312
+lock: install
+	@set -e; for spec in $(LOCKS); do \
+	  lock=$${spec%%:*}; pythons=$${spec##*:}; oldest=$$(echo $$pythons | sed -E 's/^cp3([0-9]+).*/3.\1/'); \
+	  $(VENV)/bin/uv --project images/uv/$$pythons pip compile --quiet --universal --python-version $$oldest \
+	    --only-binary :all: --generate-hashes images/$$lock.in -o images/$$lock.lock; \
+	  echo "lock: images/$$lock.lock ($$pythons)"; \
+	done
 
 clean:
 	rm -rf $(VENV) .cache results

@@ -32,8 +32,11 @@ SKIP_SUFFIXES = (".pyc", ".pyo")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 VARIANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")
 PYTHON_RE = re.compile(r"^3\.\d+$")
-IMAGE_KEYS = {"framework", "dockerfile", "inputs", "variants"}
-VARIANT_KEYS = {"lock", "base_image", "python"}
+IMAGE_KEYS = {"framework", "dockerfile", "inputs", "variants", "build_args"}
+REQUIRED_IMAGE_KEYS = {"framework", "dockerfile", "inputs", "variants"}
+VARIANT_KEYS = {"lock", "base_image", "python", "build_args"}
+BUILD_ARG_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+RESERVED_BUILD_ARGS = {"BASE_IMAGE", "FRAMEWORK", "PYTHON", "LOCK", "WHEELS_URL", "IMAGE_TAG"}
 
 
 class ImageManifestError(ValueError):
@@ -55,6 +58,7 @@ class VariantSpec:
     lock: str
     base_image: str  # "offline", "default" or an image reference
     python: str = "3.11"
+    build_args: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class ImageSpec:
     inputs: tuple[str, ...]
     variants: dict[str, VariantSpec]
     source: str = "manifests/images.yaml"
+    build_args: tuple[tuple[str, str], ...] = ()
 
     def variant(self, variant: str) -> VariantSpec:
         if variant not in self.variants:
@@ -92,6 +97,25 @@ def _rel_path(path: Path, field: str, value: Any) -> str:
     return value.strip().rstrip("/")
 
 
+def _build_args(path: Path, field: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    """``build_args: {NAME: value}``: extra Dockerfile ARGs (e.g. SYSTEM_PACKAGES), strings only."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise _fail(path, field, f"expected a mapping of NAME: value, got {raw!r}", "e.g. {SYSTEM_PACKAGES: libgomp1}")
+    out: list[tuple[str, str]] = []
+    for key, value in raw.items():
+        if not isinstance(key, str) or not BUILD_ARG_RE.match(key):
+            raise _fail(path, f"{field}.{key}", "not a Dockerfile ARG name", "use upper-case letters, digits and _")
+        if key in RESERVED_BUILD_ARGS:
+            raise _fail(path, f"{field}.{key}", "set by zoobench itself",
+                        f"remove it (zoobench passes {', '.join(sorted(RESERVED_BUILD_ARGS))})")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise _fail(path, f"{field}.{key}", f"expected a string, got {value!r}", "quote the value")
+        out.append((key, str(value)))
+    return tuple(sorted(out))
+
+
 def _parse_variant(path: Path, field: str, name: str, raw: Any) -> VariantSpec:
     if not VARIANT_RE.match(str(name)):
         raise _fail(path, field, f"variant name {name!r} is not usable in a Docker tag",
@@ -113,7 +137,8 @@ def _parse_variant(path: Path, field: str, name: str, raw: Any) -> VariantSpec:
     if not isinstance(python, str) or not PYTHON_RE.match(python):
         raise _fail(path, f"{field}.python", f"{raw.get('python')!r} is not a Python version",
                     'write it as a quoted MAJOR.MINOR string, e.g. "3.11"')
-    return VariantSpec(str(name), _rel_path(path, f"{field}.lock", raw["lock"]), base, python)
+    return VariantSpec(str(name), _rel_path(path, f"{field}.lock", raw["lock"]), base, python,
+                       _build_args(path, f"{field}.build_args", raw.get("build_args")))
 
 
 def _parse_image(path: Path, name: Any, raw: Any) -> ImageSpec:
@@ -127,7 +152,7 @@ def _parse_image(path: Path, name: Any, raw: Any) -> ImageSpec:
     if unknown:
         raise _fail(path, f"{field}.{sorted(unknown)[0]}", "unknown field",
                     f"remove it (allowed: {', '.join(sorted(IMAGE_KEYS))})")
-    missing = sorted(IMAGE_KEYS - set(raw))
+    missing = sorted(REQUIRED_IMAGE_KEYS - set(raw))
     if missing:
         raise _fail(path, f"{field}.{missing[0]}", "missing", "see the comments at the top of the file")
     if not isinstance(raw["framework"], str) or not raw["framework"]:
@@ -148,6 +173,7 @@ def _parse_image(path: Path, name: Any, raw: Any) -> ImageSpec:
         inputs=tuple(_rel_path(path, f"{field}.inputs[{i}]", p) for i, p in enumerate(inputs)),
         variants={str(v): _parse_variant(path, f"{field}.variants.{v}", v, spec) for v, spec in variants.items()},
         source=str(path),
+        build_args=_build_args(path, f"{field}.build_args", raw.get("build_args")),
     )
 
 
@@ -208,6 +234,17 @@ def base_reference(spec: ImageSpec, variant: str, root: Path) -> str | None:
     return base
 
 
+def build_args(spec: ImageSpec, variant: str, root: Path) -> dict[str, str]:
+    """The Dockerfile ARGs an image's build gets (all but WHEELS_URL and IMAGE_TAG, which vary per build)."""
+    var = spec.variant(variant)
+    args = {"FRAMEWORK": spec.framework, "PYTHON": var.python, "LOCK": var.lock,
+            **dict(spec.build_args), **dict(var.build_args)}
+    base = base_reference(spec, variant, root)
+    if base is not None:
+        args["BASE_IMAGE"] = base
+    return args
+
+
 def content_hash(spec: ImageSpec, variant: str, root: Path) -> str:
     """sha256 over sorted (relative path, bytes) of every input, the lock, the Dockerfile and the base."""
     var = spec.variant(variant)
@@ -228,6 +265,8 @@ def content_hash(spec: ImageSpec, variant: str, root: Path) -> str:
         digest.update(data)
     base = base_reference(spec, variant, root) or "default"
     digest.update(f"variant\0{variant}\0base\0{base}\0python\0{var.python}\0".encode())
+    for key, value in sorted(build_args(spec, variant, root).items()):
+        digest.update(f"arg\0{key}\0{value}\0".encode())
     return digest.hexdigest()
 
 
@@ -364,7 +403,7 @@ def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callabl
     lock = root / var.lock
     if not lock.is_file():
         raise ImageManifestError(f"{spec.source}: images.{spec.name}.variants.{variant}.lock: {var.lock} does not "
-                                 f"exist; generate it with images/lock.py")
+                                 f"exist; generate it with `make lock`")
     house = root / ".cache" / "wheelhouse" / f"{spec.name}-{variant}"
     stamp = house / ".complete"
     wanted = lock_for_python(lock.read_text(), var.python)
@@ -444,7 +483,7 @@ def build(spec: ImageSpec, variant: str, root: Path, client: Any, on_log: Callab
     failed = f"image {spec.name} ({variant}) failed to build"
     try:
         with WheelServer(house) as server:
-            buildargs = {"WHEELS_URL": server.url, "IMAGE_TAG": tag, "LOCK": var.lock}
+            buildargs = {**build_args(spec, variant, root), "WHEELS_URL": server.url, "IMAGE_TAG": tag}
             if base is not None:
                 buildargs["BASE_IMAGE"] = base
             log(f"building {tag} from {spec.dockerfile} (base: {base or 'Dockerfile default'}, wheels: {server.url})")

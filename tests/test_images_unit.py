@@ -13,7 +13,7 @@ from orchestrator import images
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG_RE = re.compile(r"^zoobench/pytorch:(cpu|cuda)-[0-9a-f]{12}$")
-NEEDED = ["manifests/images.yaml", ".dockerignore", "images/base/build.sh", "images/pytorch",
+NEEDED = ["manifests/images.yaml", ".dockerignore", "images/base/build.sh", "images/Dockerfile", "images/pytorch",
           "runners/contract", "runners/pytorch"]
 
 
@@ -52,6 +52,31 @@ def test_real_manifest_declares_both_frameworks_and_variants():
         assert s.variants["cpu"].base_image == "offline"
         assert (ROOT / s.dockerfile).is_file()
         assert (ROOT / s.variants["cpu"].lock).is_file()
+        assert s.dockerfile == "images/Dockerfile"  # one recipe for every runner
+        assert f"runners/{s.framework}" in s.inputs
+
+
+def test_build_args_come_from_the_manifest_and_change_the_tag(repo):
+    s = spec(repo)
+    args = images.build_args(s, "cpu", repo)
+    assert args == {"FRAMEWORK": "pytorch", "PYTHON": "3.11", "LOCK": "images/pytorch/requirements.lock",
+                    "BASE_IMAGE": images.base_tag(repo)}
+    assert images.build_args(s, "cuda", repo)["PYTHON"] == "3.12"
+    before = tag(repo)
+    path = repo / "manifests/images.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["images"]["pytorch"]["variants"]["cpu"]["build_args"] = {"SYSTEM_PACKAGES": "libquadmath0"}
+    path.write_text(yaml.safe_dump(doc))
+    assert images.build_args(spec(repo), "cpu", repo)["SYSTEM_PACKAGES"] == "libquadmath0"
+    assert tag(repo) != before
+
+
+def test_every_dockerfile_arg_is_passed_by_the_build():
+    """images/Dockerfile's ARGs are the ones zoobench passes (no ARG silently left at its default)."""
+    text = (ROOT / "images/Dockerfile").read_text()
+    declared = set(re.findall(r"^ARG (\w+)", text, re.M))
+    passed = set(images.build_args(spec(ROOT, "keras"), "cpu", ROOT)) | {"WHEELS_URL", "IMAGE_TAG", "SYSTEM_PACKAGES"}
+    assert declared == passed, declared ^ passed
 
 
 def test_tag_format_is_stable_and_independent_of_the_checkout_location(repo, tmp_path):
@@ -65,7 +90,7 @@ def test_tag_format_is_stable_and_independent_of_the_checkout_location(repo, tmp
     "runners/pytorch/zoobench_pytorch/backend.py",
     "runners/contract/zoobench_contract/cli.py",
     "runners/contract/pyproject.toml",
-    "images/pytorch/Dockerfile",
+    "images/Dockerfile",
     "images/pytorch/requirements.lock",
     ".dockerignore",
 ])
@@ -100,7 +125,7 @@ def test_files_outside_the_inputs_do_not_change_the_tag(repo):
     before = tag(repo)
     (repo / "README.md").write_text("docs\n")
     (repo / "images/keras").mkdir(parents=True)
-    (repo / "images/keras/Dockerfile").write_text("FROM scratch\n")
+    (repo / "images/keras/requirements-cpu.lock").write_text("six==1\n")
     assert tag(repo) == before
 
 
@@ -161,7 +186,7 @@ def test_missing_input_names_the_field(repo):
     assert "images.pytorch.inputs" in str(err.value) and "runners/pytorch" in str(err.value)
 
 
-GOOD = {"framework": "pytorch", "dockerfile": "images/pytorch/Dockerfile", "inputs": ["runners/pytorch"],
+GOOD = {"framework": "pytorch", "dockerfile": "images/Dockerfile", "inputs": ["runners/pytorch"],
         "variants": {"cpu": {"lock": "images/pytorch/requirements.lock", "base_image": "offline"}}}
 
 
@@ -190,6 +215,9 @@ def with_change(path: list[str], value) -> dict:
     (with_change(["variants", "cpu", "python"], 3.1), ["variants.cpu.python", "quoted"]),
     (with_change(["variants", "cpu", "pull"], True), ["variants.cpu.pull", "unknown field"]),
     (with_change(["variants"], {"gpu:1": {"lock": "x", "base_image": "default"}}), ["variants.gpu:1", "Docker tag"]),
+    (with_change(["build_args"], {"LOCK": "x"}), ["images.pytorch.build_args.LOCK", "set by zoobench"]),
+    (with_change(["build_args"], {"extra": "x"}), ["images.pytorch.build_args.extra", "ARG name"]),
+    (with_change(["variants", "cpu", "build_args"], ["X"]), ["variants.cpu.build_args", "mapping"]),
     ({"images": {"PyTorch": GOOD}}, ["images.PyTorch", "lower-case"]),
     ({"images": {}}, ["images", "missing or empty"]),
     ({"imgs": {"pytorch": GOOD}}, ["images", "missing or empty"]),
@@ -349,3 +377,29 @@ def test_tiny_image_builds_from_the_served_wheelhouse_and_failures_name_the_log(
     finally:
         for tag in built:
             docker_client.images.remove(tag, force=True)
+
+
+def _pins(text: str) -> dict[str, str]:
+    return dict(line.split()[0].split("==", 1) for line in text.splitlines() if "==" in line.split(" ")[0])
+
+
+@pytest.mark.parametrize("image, variant", [(i, v) for i, s in images.load_manifest(ROOT / "manifests/images.yaml").items()
+                                            for v in s.variants])
+def test_each_lock_pins_its_inputs_with_hashes_for_the_variants_python(image, variant):
+    """The uv-made lock (make lock) pins every requirement of its .in, and every entry that applies to
+    the variant's Python has hashes."""
+    var = images.load_manifest(ROOT / "manifests/images.yaml")[image].variant(variant)
+    lock = (ROOT / var.lock).read_text()
+    wanted = images.lock_for_python(lock, var.python)
+    entries = wanted.splitlines()
+    assert entries and all("--hash=sha256:" in e for e in entries), var.lock
+    pins = _pins(wanted)
+    assert len(pins) == len(entries)  # one entry per package for this Python
+    requirements = (ROOT / var.lock).with_suffix(".in").read_text()
+    for line in requirements.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            name = name.split("[", 1)[0]  # tensorflow[and-cuda]: the extra's packages are pinned on their own
+            assert name in pins, f"{var.lock}: {name} missing for Python {var.python}"
+            assert not version or pins[name] == version, f"{var.lock}: {name}=={pins[name]}, .in says {version}"

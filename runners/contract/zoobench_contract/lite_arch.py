@@ -3,7 +3,7 @@
 Mirrors ``EfficientNet.from_name('efficientnet-lite0')`` of PyPI ``efficientnet-lite-pytorch`` 0.1.0,
 itself the official TF ``efficientnet_lite_builder``: width and depth multipliers 1.0, ReLU6, no
 squeeze-excitation, stem (32) and head (1280) not scaled, BatchNorm epsilon 1e-3, TF 'SAME' padding.
-The Keras builder and the checkpoint tests both read this table.
+The Keras and MXNet builders and the checkpoint tests all read this table.
 """
 from __future__ import annotations
 
@@ -110,6 +110,6 @@ def torch_state_shapes(num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def keras_name(torch_module: str) -> str:
-    """``_blocks.3._depthwise_conv`` -> ``blocks_3_depthwise_conv`` (the Keras layer's name)."""
+def layer_name(torch_module: str) -> str:
+    """``_blocks.3._depthwise_conv`` -> ``blocks_3_depthwise_conv`` (the Keras layer's / Gluon block's name)."""
     return "_".join(part.lstrip("_") for part in torch_module.split("."))

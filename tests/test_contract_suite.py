@@ -1,0 +1,216 @@
+"""The contract suite: every image in manifests/images.yaml answers the same predict CLI the same way.
+
+Parametrised over the manifest, so an image added there is checked without a new test: list, info,
+run (real Lite0 weights, random-weight architectures of the ``smoke`` profile), fetch, exit codes
+2 (bad input) and 4 (weights unavailable), batch 1 equals batch N, Lite0 agreeing with the other
+images, odd image formats, one-line errors, a locked-down non-root image. The images are built (or
+reused by content hash) and run with ``docker run``, as a user would.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import ROOT
+from zoobench_contract.imagenet import wnid_to_index
+from zoobench_contract.outputs import read_predictions
+
+pytestmark = pytest.mark.docker
+IMAGES = list(yaml.safe_load((ROOT / "manifests" / "images.yaml").read_text())["images"])
+SMOKE = yaml.safe_load((ROOT / "manifests" / "profiles.yaml").read_text())["profiles"]["smoke"]["models"]
+REFERENCE = IMAGES[0]  # Lite0 of every other image is compared with this one's
+# A photo may have several fair ImageNet labels; top-1 must be one of them.
+FAIR = {
+    "n02123045": {"n02123045", "n02123159", "n02124075"},  # tabby / tiger cat / Egyptian cat
+    "n02123159": {"n02123045", "n02123159", "n02124075"},
+    "n03773504": {"n03773504", "n04008634"},  # missile / projectile
+    "n03785016": {"n03785016", "n03791053"},  # moped / motor scooter
+}
+
+
+def docker_run(tag: str, *args: str, data: Path | None = None, out: Path | None = None, timeout: int = 900):
+    cmd = ["docker", "run", "--rm", "--network", "none"]
+    if data is not None:
+        cmd += ["-v", f"{data}:/data:ro"]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        out.chmod(0o777)  # the image runs as its non-root user
+        cmd += ["-v", f"{out}:/out"]
+    return subprocess.run(cmd + [tag, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc, code: int, needle: str) -> None:
+    err = proc.stderr.strip()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and needle in errors[0], err
+
+
+def predict_lite0(tag: str, data: Path, out: Path, *extra: str) -> dict[str, np.ndarray]:
+    proc = docker_run(tag, "run", "--model", "efficientnet_lite0", "--data", "/data", "--out", "/out", *extra,
+                      data=data, out=out)
+    assert proc.returncode == 0, proc.stderr
+    return read_predictions(out / "predictions.npz")
+
+
+@pytest.fixture(scope="module")
+def listings(image_tags) -> dict[str, list[dict]]:
+    out = {}
+    for image in IMAGES:
+        proc = docker_run(image_tags[image], "list")
+        assert proc.returncode == 0, proc.stderr
+        out[image] = json.loads(proc.stdout)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lite0(image_tags, sample_dir, tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
+    base = tmp_path_factory.mktemp("lite0")
+    return {image: predict_lite0(image_tags[image], sample_dir, base / image) for image in IMAGES}
+
+
+def test_every_image_is_in_the_smoke_profile():
+    """The suite's random-weight architectures come from the smoke profile: each image needs some."""
+    assert set(IMAGES) <= set(SMOKE), f"add {sorted(set(IMAGES) - set(SMOKE))} to profiles.yaml smoke"
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_list_and_info(image_tags, listings, image):
+    listing = listings[image]
+    names = [m["name"] for m in listing]
+    assert len(names) == len(set(names)) >= 30
+    assert {"efficientnet_lite0", *SMOKE[image]} <= set(names)
+    framework = listing[0]["framework"]
+    for m in listing:
+        p = m["preprocessing"]
+        assert m["framework"] == framework and m["num_classes"] == 1000 and m["weights"]
+        assert 0 < p["crop_size"] <= p["resize_size"] and p["interpolation"] and p["mode"]
+        assert isinstance(m["weights_bundled"], bool)
+    info = json.loads(docker_run(image_tags[image], "info").stdout)
+    assert info["framework"] == framework and info["python"] and info["framework_version"] and info["numpy"]
+    assert info["image_tag"] == image_tags[image]
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_lite0_real_weights_get_photos_right(lite0, image):
+    pred = lite0[image]
+    wnids = sorted(wnid_to_index(), key=wnid_to_index().get)
+    assert len(pred["paths"]) >= 6
+    for path, top1 in zip(pred["paths"], pred["topk_indices"][:, 0]):
+        truth = str(path).split("/")[0]
+        assert wnids[top1] in FAIR.get(truth, {truth}), f"{image}: {path} predicted {wnids[top1]}"
+
+
+@pytest.mark.parametrize("image", [i for i in IMAGES if i != REFERENCE])
+def test_lite0_agrees_with_the_reference_image(lite0, image):
+    """Same weights, same pixels: equal top-1 and top-5 classes on every photo, scores within 1e-3."""
+    ref, other = lite0[REFERENCE], lite0[image]
+    np.testing.assert_array_equal(ref["paths"], other["paths"])
+    np.testing.assert_array_equal(ref["topk_indices"][:, 0], other["topk_indices"][:, 0])
+    np.testing.assert_array_equal(ref["topk_indices"], other["topk_indices"])
+    np.testing.assert_allclose(ref["topk_scores"], other["topk_scores"], atol=1e-3)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_batch_one_equals_batched(image_tags, sample_dir, lite0, tmp_path, image):
+    single = predict_lite0(image_tags[image], sample_dir, tmp_path / "b1", "--batch-size", "1")
+    batched = lite0[image]
+    np.testing.assert_array_equal(single["topk_indices"], batched["topk_indices"])
+    np.testing.assert_allclose(single["topk_scores"], batched["topk_scores"], atol=1e-4)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_other_architectures_with_random_weights(image_tags, sample_dir, tmp_path, image):
+    for model in SMOKE[image]:
+        out = tmp_path / model
+        proc = docker_run(image_tags[image], "run", "--model", model, "--data", "/data", "--out", "/out",
+                          "--weights", "random", "--limit", "3", "--batch-size", "2", data=sample_dir, out=out)
+        assert proc.returncode == 0, f"{model}: {proc.stderr}"
+        assert "RANDOM WEIGHTS" in proc.stdout
+        pred = read_predictions(out / "predictions.npz")
+        run = json.loads((out / "run.json").read_text())
+        assert pred["topk_indices"].shape == (3, 5) and np.isfinite(pred["topk_scores"]).all()
+        assert run["weights"]["kind"] == "random" and run["model"] == model and run["n_images"] == 3
+        assert run["framework"] == image and run["status"] == "ok"
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_fetch_and_missing_weights(image_tags, listings, sample_dir, tmp_path, image):
+    """fetch: bundled weights need nothing (exit 0); without network a download is exit 4, one line.
+    run: ImageNet weights that are not in the cache are exit 4, one line, nothing written."""
+    tag = image_tags[image]
+    bundled = docker_run(tag, "fetch", "--model", "efficientnet_lite0")
+    assert bundled.returncode == 0 and json.loads(bundled.stdout)["status"] == "bundled", bundled.stderr
+    needs = next(m["name"] for m in listings[image] if not m["weights_bundled"] and m["name"] in SMOKE[image])
+    assert_one_line_error(docker_run(tag, "fetch", "--model", needs, timeout=300), 4, needs)
+    out = tmp_path / "missing"
+    proc = docker_run(tag, "run", "--model", needs, "--data", "/data", "--out", "/out", data=sample_dir, out=out)
+    assert_one_line_error(proc, 4, "weights fetch")
+    assert not list(out.iterdir())
+
+
+@pytest.fixture(scope="module")
+def odd_images(tmp_path_factory, sample_dir) -> Path:
+    """Converted, not rejected: CMYK JPEG, greyscale PNG, 16-bit PNG (made from a real photo)."""
+    root = tmp_path_factory.mktemp("odd")
+    photo = Image.open(next(sample_dir.glob("*/*"))).convert("RGB")
+    photo.convert("CMYK").save(root / "cmyk.jpg")
+    grey = photo.convert("L")
+    grey.save(root / "grey.png")
+    Image.fromarray(np.asarray(grey).astype(np.uint16) * 257).save(root / "grey16.png")
+    root.chmod(0o755)
+    return root
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_odd_images_are_converted(image_tags, odd_images, tmp_path, image):
+    pred = predict_lite0(image_tags[image], odd_images, tmp_path / "o", "--save-logits")
+    assert list(pred["paths"]) == ["cmyk.jpg", "grey.png", "grey16.png"]
+    np.testing.assert_array_equal(pred["topk_indices"][1], pred["topk_indices"][2])
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_bad_input_gives_one_line(image_tags, sample_dir, tmp_path, image):
+    tag = image_tags[image]
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(sample_dir, corrupt)
+    victim = sorted(corrupt.glob("*/*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:2000])
+    empty = tmp_path / "empty"
+    (empty / "n01440764").mkdir(parents=True)
+    lite0 = ["--model", "efficientnet_lite0", "--data", "/data"]
+    cases = [
+        (["--model", "no_such_net", "--data", "/data"], sample_dir, "unknown model 'no_such_net'"),
+        (["--model", "efficientnet_lite0", "--data", "/data/missing"], sample_dir, "does not exist"),
+        (lite0, empty, "no images found"),
+        (lite0, corrupt, victim.name),
+        ([*lite0, "--weights", "/data/none.pth"], sample_dir, "no such file"),
+        ([*lite0, "--weights", "imagenet:NO_SUCH_VARIANT"], sample_dir, "NO_SUCH_VARIANT"),
+        ([*lite0, "--preprocess", '{"crop_size": 300, "resize_size": 256}'], sample_dir, "crop_size"),
+        ([*lite0, "--device", "tpu"], sample_dir, "--device"),
+    ]
+    for i, (args, data, needle) in enumerate(cases):
+        out = tmp_path / f"out-{i}"
+        proc = docker_run(tag, "run", *args, "--out", "/out", data=data, out=out)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2, (args, err)
+        assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err, (args, err)
+        assert not (out / "predictions.npz").exists() and not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_image_runs_as_non_root_without_network(image_tags, image):
+    proc = subprocess.run(["docker", "image", "inspect", image_tags[image]], capture_output=True, text=True)
+    config = json.loads(proc.stdout)[0]["Config"]
+    assert config["User"] not in ("", "root", "0")
+    assert config["Entrypoint"] == ["predict"]
+    assert {"TORCH_HOME=/weights/torch", "KERAS_HOME=/weights/keras", "MXNET_HOME=/weights/mxnet"} <= set(config["Env"])
+    assert config["Labels"]["org.zoobench.framework"] == image
