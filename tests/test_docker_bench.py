@@ -17,20 +17,20 @@ from conftest import ROOT, one_line_error, zoobench
 pytestmark = pytest.mark.docker
 
 
-def test_sample_bench_ranks_lite0_in_both_frameworks(image_tags, tmp_path):
+def test_sample_bench_ranks_lite0_in_three_frameworks(image_tags, tmp_path):
     results = tmp_path / "results"
     proc = zoobench("run", "--profile", "sample", "--results", str(results), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     lite = {r["platform"].split()[0]: r for r in rows if r["model"] == "efficientnet_lite0"}
-    assert set(lite) == {"pytorch", "keras"}
+    assert set(lite) == {"pytorch", "keras", "mxnet"}
     for r in lite.values():
         assert r["n"] == 6 and r["acc1"] >= 4 / 6 and r["acc5"] == 1.0 and r["weights"] == "imagenet"
-    assert lite["pytorch"]["acc1"] == lite["keras"]["acc1"]
+    assert lite["pytorch"]["acc1"] == lite["keras"]["acc1"] == lite["mxnet"]["acc1"]
     stamps = {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
-    assert len(stamps) == 2
+    assert len(stamps) == 3
     again = zoobench("run", "--profile", "sample", "--results", str(results))
-    assert again.returncode == 0 and again.stderr.count("reused") == 2, again.stderr
+    assert again.returncode == 0 and again.stderr.count("reused") == 3, again.stderr
     assert {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")} == stamps
 
 
@@ -147,9 +147,9 @@ def test_containers_are_locked_down(image_tags, tmp_path, manifests_copy):
 
 def test_weights_fetch_reports_what_it_did(image_tags, tmp_path):
     smoke = zoobench("weights", "fetch", "--profile", "smoke")
-    assert smoke.returncode == 0 and "need nothing (random weights): 6" in smoke.stderr, smoke.stderr
+    assert smoke.returncode == 0 and "need nothing (random weights): 9" in smoke.stderr, smoke.stderr
     sample = zoobench("weights", "fetch", "--profile", "sample")
-    assert sample.returncode == 0 and "bundled in the image: 2" in sample.stderr, sample.stderr
+    assert sample.returncode == 0 and "bundled in the image: 3" in sample.stderr, sample.stderr
     network = f"zoobench-test-offline-{os.getpid()}"  # internal: no route out, whatever the host can reach
     subprocess.run(["docker", "network", "rm", network], capture_output=True)
     subprocess.run(["docker", "network", "create", "--internal", network], check=True, capture_output=True)

@@ -43,9 +43,9 @@ def tag(root: Path, variant: str = "cpu") -> str:
     return images.image_tag(spec(root), variant, root)
 
 
-def test_real_manifest_declares_both_frameworks_and_variants():
+def test_real_manifest_declares_three_frameworks_and_variants():
     specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
-    assert set(specs) >= {"pytorch", "keras"}
+    assert set(specs) >= {"pytorch", "keras", "mxnet"}
     for name, s in specs.items():
         assert s.framework == name
         assert set(s.variants) >= {"cpu", "cuda"}
@@ -75,7 +75,7 @@ def test_every_dockerfile_arg_is_passed_by_the_build():
     """images/Dockerfile's ARGs are the ones zoobench passes (no ARG silently left at its default)."""
     text = (ROOT / "images/Dockerfile").read_text()
     declared = set(re.findall(r"^ARG (\w+)", text, re.M))
-    passed = set(images.build_args(spec(ROOT, "keras"), "cpu", ROOT)) | {"WHEELS_URL", "IMAGE_TAG", "SYSTEM_PACKAGES"}
+    passed = set(images.build_args(spec(ROOT, "mxnet"), "cpu", ROOT)) | {"WHEELS_URL", "IMAGE_TAG", "SYSTEM_PACKAGES"}
     assert declared == passed, declared ^ passed
 
 

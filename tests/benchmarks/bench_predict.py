@@ -1,10 +1,11 @@
 """Throughput benchmark (not a test): prints figures and ratios, asserts nothing.
 
-For EfficientNet-Lite0 in each framework image, on the same images:
+For EfficientNet-Lite0 (real weights) and ResNet-50 (random weights; each image's own name for it,
+from the same-arch profile) in every image of manifests/images.yaml, on the same images:
   * `predict run` (parallel decode overlapped with compute) vs a bare in-process loop of the
     same framework and model (tests/benchmarks/bare_loop.py, run in the same image);
-  * Keras (and PyTorch) batched vs one image at a time.
-Usage: .venv/bin/python tests/benchmarks/bench_predict.py [--images 96] [--batch-size 32]
+  * batched vs one image at a time.
+Usage: .venv/bin/python tests/benchmarks/bench_predict.py [--images 96] [--batch-size 32] [--model lite0|resnet50]
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
 from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,10 +59,17 @@ def docker(tag: str, args: list[str], data: Path, out: Path | None = None, entry
     return proc.stdout
 
 
-def predict_ips(tag: str, data: Path, work: Path, batch: int) -> float:
-    out = work / f"{tag.replace('/', '_').replace(':', '_')}-{batch}"
-    docker(tag, ["run", "--model", "efficientnet_lite0", "--data", "/data", "--out", "/out", "--batch-size", str(batch)], data, out)
+def predict_ips(tag: str, model: str, weights: str, data: Path, work: Path, batch: int) -> float:
+    out = work / f"{tag.replace('/', '_').replace(':', '_')}-{model}-{batch}"
+    docker(tag, ["run", "--model", model, "--weights", weights, "--data", "/data", "--out", "/out",
+                 "--batch-size", str(batch)], data, out)
     return json.loads((out / "run.json").read_text())["images_per_second"]
+
+
+def resnet50_names() -> dict[str, str]:
+    """Each image's name for ResNet-50 (v1), from the same-arch profile."""
+    profile = yaml.safe_load((ROOT / "manifests" / "profiles.yaml").read_text())["profiles"]["same-arch"]["models"]
+    return {image: next(m for m in models if m.startswith("resnet50")) for image, models in profile.items()}
 
 
 def main() -> None:
@@ -68,20 +77,29 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--variant", default="cpu")
+    ap.add_argument("--model", action="append", choices=["lite0", "resnet50"], help="default: both")
     args = ap.parse_args()
     specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
+    resnet50 = resnet50_names()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = make_images(work, args.images)
-        print(f"{args.images} images (500x375 JPEG), efficientnet_lite0, batch {args.batch_size}, CPU")
-        print(f"{'image':10} {'predict img/s':>14} {'bare img/s':>11} {'ratio':>6} {'batch-1 img/s':>14} {'batched/1':>9}")
-        for name in ("pytorch", "keras"):
-            tag = images.image_tag(specs[name], args.variant, ROOT)
-            ips = predict_ips(tag, data, work, args.batch_size)
-            bare = json.loads(docker(tag, ["/bench/bare_loop.py", "efficientnet_lite0", "/data", str(args.batch_size)],
-                                     data, entry="python"))["images_per_second"]
-            one = predict_ips(tag, data, work, 1)
-            print(f"{name:10} {ips:14.1f} {bare:11.1f} {ips / bare:6.2f} {one:14.1f} {ips / one:9.2f}")
+        print(f"{args.images} images (500x375 JPEG), batch {args.batch_size}, {args.variant}")
+        print(f"{'image':8} {'model':18} {'weights':8} {'predict img/s':>14} {'bare img/s':>11} {'ratio':>6} "
+              f"{'batch-1 img/s':>14} {'batched/1':>9}")
+        for which in args.model or ["lite0", "resnet50"]:
+            for name, spec in specs.items():
+                model = "efficientnet_lite0" if which == "lite0" else resnet50.get(name)
+                if model is None:
+                    continue
+                weights = "imagenet" if which == "lite0" else "random"
+                tag = images.image_tag(spec, args.variant, ROOT)
+                ips = predict_ips(tag, model, weights, data, work, args.batch_size)
+                bare = json.loads(docker(tag, ["/bench/bare_loop.py", model, "/data", str(args.batch_size)],
+                                         data, entry="python"))["images_per_second"]
+                one = predict_ips(tag, model, weights, data, work, 1)
+                print(f"{name:8} {model:18} {weights:8} {ips:14.1f} {bare:11.1f} {ips / bare:6.2f} {one:14.1f} "
+                      f"{ips / one:9.2f}", flush=True)
 
 
 if __name__ == "__main__":
