@@ -206,3 +206,14 @@ def test_truncated_and_foreign_files_fail_cleanly(tmp_path: Path, monkeypatch: p
         load_state_dict(other)
     with pytest.raises(CheckpointError, match="no such file"):
         load_state_dict(tmp_path / "missing.pth")
+
+
+def test_port_completeness_check_names_what_is_left_out(lite0_state) -> None:
+    from zoobench_contract.lite0_port import PortError, check_complete, module_prefixes
+
+    prefixes = module_prefixes(lite0_state)
+    assert prefixes[0] == "_conv_stem" and prefixes[-1] == "_fc" and "_bn0" in prefixes
+    everything = {k for k in lite0_state if not k.endswith("num_batches_tracked")}
+    check_complete("lite0", lite0_state, everything, [], [])  # a complete port passes
+    with pytest.raises(PortError, match=r"1 missing \['blocks_0_bn1 \(layer\)'\], 1 unused \['_fc.bias'\]"):
+        check_complete("lite0", lite0_state, everything - {"_fc.bias"}, [], ["blocks_0_bn1 (layer)"])

