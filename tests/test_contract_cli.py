@@ -202,3 +202,95 @@ def test_killed_write_leaves_no_file(backend, data, tmp_path, monkeypatch):
     monkeypatch.setattr(outputs.np, "savez_compressed", boom)
     assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "o")) == 130
     assert list((tmp_path / "o").iterdir()) == []
+
+
+# ---------------------------------------------------------------- uint8 input path and the pixel cache
+
+def run_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", "--model", "linear", "--data", str(data), "--out", str(out), "--batch-size", "2", *extra]
+
+
+def npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("prep", [
+    Preprocessing(), Preprocessing(mode="tf"), Preprocessing(mode="raw"),
+    Preprocessing(mode="caffe", channel_order="bgr"), Preprocessing(mode="caffe", channel_order="rgb"),
+    Preprocessing(mode="meanstd", channel_order="bgr", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)),
+])
+def test_normalisation_as_data_is_the_host_normalisation(prep):
+    from zoobench_contract.preprocessing import normalize
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_allclose(prep.normalisation().apply(pixels), normalize(pixels, prep), rtol=0, atol=2e-5)
+
+
+class DeviceBackend(NumpyBackend):
+    """Normalises the uint8 batch itself, as a GPU backend does on its device."""
+
+    def predict_pixels(self, model, pixels, norm):
+        assert pixels.dtype == np.uint8
+        return self.predict(model, norm.apply(pixels))
+
+
+def test_device_and_host_normalisation_agree(monkeypatch, data, tmp_path):
+    b = DeviceBackend()
+    monkeypatch.setattr(cli, "load_backend", lambda: b)
+    logits = {}
+    for where in ("device", "host"):
+        out = tmp_path / where
+        assert predict(*run_args(data, out, "--normalise", where, "--save-logits")) == 0
+        assert json.loads((out / "run.json").read_text())["normalise"] == where
+        logits[where] = read_predictions(out / "predictions.npz")["logits"].astype(np.float32)
+    assert np.abs(logits["device"] - logits["host"]).max() <= 1e-3  # float16 storage of near-equal logits
+
+
+def test_pixel_cache_gives_byte_identical_predictions(backend, data, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert predict("cache", "--data", str(data), "--out", str(cache), "--resize-size", "20", "--crop-size", "16") == 0
+    index = json.loads((cache / "index.json").read_text())
+    assert index["n_images"] == 4 and index["config"] == {"resize_size": 20, "crop_size": 16, "interpolation": "bilinear"}
+    assert np.load(cache / "pixels.npy", mmap_mode="r").shape == (4, 16, 16, 3)
+    assert predict(*run_args(data, tmp_path / "decoded", "--save-logits")) == 0
+    assert predict(*run_args(data, tmp_path / "cached", "--save-logits", "--pixels", str(cache))) == 0
+    a, b = npz_arrays(tmp_path / "decoded/predictions.npz"), npz_arrays(tmp_path / "cached/predictions.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    runs = [json.loads((tmp_path / n / "run.json").read_text()) for n in ("decoded", "cached")]
+    assert runs[0]["data"]["digest"] == runs[1]["data"]["digest"] == index["data_digest"]
+    assert runs[0]["pixel_cache"] is None and runs[1]["pixel_cache"]["folder"] == str(cache)
+    assert predict(*run_args(data, tmp_path / "limited", "--pixels", str(cache), "--limit", "2")) == 0
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_a_pixel_cache_that_does_not_fit_is_refused(backend, data, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert predict("cache", "--data", str(data), "--out", str(cache), "--resize-size", "24", "--crop-size", "16") == 0
+    capsys.readouterr()
+    assert predict(*run_args(data, tmp_path / "o1", "--pixels", str(cache))) == 2
+    assert "needs {'resize_size': 20" in one_error_line(capsys)
+    small = tmp_path / "small"
+    assert predict("cache", "--data", str(data), "--out", str(small), "--resize-size", "20", "--crop-size", "16",
+                   "--limit", "2") == 0
+    capsys.readouterr()
+    assert predict(*run_args(data, tmp_path / "o2", "--pixels", str(small))) == 2
+    assert "not in the cache" in one_error_line(capsys)
+    (small / "index.json").unlink()
+    assert predict(*run_args(data, tmp_path / "o3", "--pixels", str(small), "--limit", "2")) == 2
+    assert "incomplete" in one_error_line(capsys)
+    assert not (tmp_path / "o3" / "run.json").exists()
+
+
+def test_precision_the_backend_cannot_serve_is_one_line(backend, data, tmp_path, capsys):
+    assert predict(*run_args(data, tmp_path / "o", "--precision", "bf16")) == 2
+    assert "fp32 only" in one_error_line(capsys)
+    assert predict(*run_args(data, tmp_path / "o", "--precision", "fp8")) == 2
+    assert "--precision 'fp8'" in one_error_line(capsys)
+    assert predict(*run_args(data, tmp_path / "o")) == 0
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["precision"] == "fp32"

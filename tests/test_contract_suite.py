@@ -128,6 +128,64 @@ def test_batch_one_equals_batched(image_tags, sample_dir, lite0, tmp_path, image
 
 
 @pytest.mark.parametrize("image", IMAGES)
+def test_uint8_device_path_equals_the_float_host_path(image_tags, sample_dir, tmp_path, image):
+    """uint8 crops normalised by the backend (the default) vs float32 normalised by numpy (the path
+    of the published runs): real Lite0 weights, float32 logits, max |dlogit| <= 1e-4."""
+    logits, runs = {}, {}
+    for where in ("device", "host"):
+        out = tmp_path / where
+        logits[where] = predict_lite0(image_tags[image], sample_dir, out, "--normalise", where, "--save-logits",
+                                      "--logits-dtype", "float32")["logits"]
+        runs[where] = json.loads((out / "run.json").read_text())
+    assert logits["device"].dtype == np.float32 and logits["device"].shape == (len(logits["host"]), 1000)
+    assert runs["device"]["normalise"] == "device" and runs["host"]["normalise"] == "host"
+    assert np.abs(logits["device"] - logits["host"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_pixel_cache_gives_byte_identical_predictions(image_tags, sample_dir, lite0, tmp_path, image):
+    """`predict cache` in the image, then `predict run --pixels` (cache mounted read-only)."""
+    tag, cache = image_tags[image], tmp_path / "cache"
+    spec = json.loads(docker_run(tag, "list").stdout)
+    prep = next(m for m in spec if m["name"] == "efficientnet_lite0")["preprocessing"]
+    built = docker_run(tag, "cache", "--data", "/data", "--out", "/out", "--resize-size", str(prep["resize_size"]),
+                       "--crop-size", str(prep["crop_size"]), "--interpolation", prep["interpolation"],
+                       data=sample_dir, out=cache)
+    assert built.returncode == 0, built.stderr
+    out = tmp_path / "cached"
+    out.mkdir()
+    out.chmod(0o777)
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{sample_dir}:/data:ro",
+                           "-v", f"{cache}:/pixels:ro", "-v", f"{out}:/out", tag, "run", "--model",
+                           "efficientnet_lite0", "--data", "/data", "--out", "/out", "--pixels", "/pixels"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    cached = read_predictions(out / "predictions.npz")
+    assert cached.keys() == lite0[image].keys()
+    for key, value in lite0[image].items():
+        np.testing.assert_array_equal(cached[key], value)
+    assert json.loads((out / "run.json").read_text())["pixel_cache"]["folder"] == "/pixels"
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_precisions(image_tags, sample_dir, lite0, tmp_path, image):
+    """tf32 and bf16 run where the backend serves them (recorded, top-1 kept on CPU), else one line."""
+    tag = image_tags[image]
+    for precision in ("tf32", "bf16"):
+        out = tmp_path / precision
+        proc = docker_run(tag, "run", "--model", "efficientnet_lite0", "--data", "/data", "--out", "/out",
+                          "--precision", precision, data=sample_dir, out=out)
+        if image == "mxnet":
+            assert_one_line_error(proc, 2, "fp32 only")
+            continue
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((out / "run.json").read_text())["precision"] == precision
+        pred = read_predictions(out / "predictions.npz")
+        agree = (pred["topk_indices"][:, 0] == lite0[image]["topk_indices"][:, 0]).mean()
+        assert agree >= 5 / 6, (precision, agree)
+
+
+@pytest.mark.parametrize("image", IMAGES)
 def test_other_architectures_with_random_weights(image_tags, sample_dir, tmp_path, image):
     for model in SMOKE[image]:
         out = tmp_path / model

@@ -24,9 +24,13 @@ from .backend import Backend, ModelSpec, UsageError, WeightsUnavailable
 from .clitools import run_app
 from .dataset import DataError, file_sha256, list_images, set_digest
 from .loader import default_workers, iter_batches
+from .pixelcache import PixelCache
+from .pixelcache import build as build_pixel_cache
 from .outputs import PREDICTIONS_FILE, RUN_FILE, SCHEMA_VERSION, softmax_topk, write_json, write_predictions
+from .preprocessing import Normalisation, Preprocessing, normalize
 
 EXIT_USAGE, EXIT_OOM, EXIT_WEIGHTS, EXIT_FAILED = 2, 3, 4, 1
+PRECISIONS = ("fp32", "tf32", "bf16")
 PROGRESS_EVERY_S = 2.0
 PROGRESS_PREFIX = "zoobench-progress "
 
@@ -54,9 +58,20 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise RunFailed(message)
 
 
+BACKEND_IMPORT_S: list[float] = []
+
+
 @functools.lru_cache(maxsize=1)
 def load_backend() -> Backend:
-    """The backend registered under ``zoobench.backend`` (``ZOOBENCH_BACKEND`` picks among several)."""
+    """The backend registered under ``zoobench.backend`` (``ZOOBENCH_BACKEND`` picks among several);
+    the seconds its import took (the framework's start-up) go to run.json."""
+    start = time.perf_counter()
+    backend = _find_backend()
+    BACKEND_IMPORT_S.append(time.perf_counter() - start)
+    return backend
+
+
+def _find_backend() -> Backend:
     found = {ep.name: ep for ep in entry_points(group="zoobench.backend")}
     wanted = os.environ.get("ZOOBENCH_BACKEND")
     if not found:
@@ -123,6 +138,40 @@ def loaded_weights_file(backend: Backend, spec: ModelSpec, weights: str) -> str 
     if not weights.startswith("imagenet") or not hasattr(backend, "weights_path"):
         return None
     return backend.weights_path(spec, weights)
+
+
+def configure_precision(backend: Backend, precision: str, device: str) -> dict[str, Any]:
+    """Apply ``--precision`` through the backend's optional ``configure(precision, device)``; a backend
+    without it serves fp32 only."""
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if hasattr(backend, "configure"):
+        return backend.configure(precision, device)
+    if precision != "fp32":
+        fail(f"--precision {precision}: the {backend.framework} backend serves fp32 only")
+    return {}
+
+
+class Predictor:
+    """uint8 crops -> logits: normalised on the backend's device (``predict_pixels``) or on the host."""
+
+    def __init__(self, backend: Backend, net: Any, prep: Preprocessing, where: str):
+        if where not in ("device", "host"):
+            fail(f"--normalise {where!r}: use device or host")
+        self.backend, self.net, self.prep = backend, net, prep
+        self.norm: Normalisation = prep.normalisation()
+        self.on_device = where == "device" and hasattr(backend, "predict_pixels")
+
+    @property
+    def where(self) -> str:
+        return "device" if self.on_device else "host"
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if self.on_device:
+            out = self.backend.predict_pixels(self.net, pixels, self.norm)
+        else:
+            out = self.backend.predict(self.net, normalize(pixels, self.prep))
+        return np.asarray(out, dtype=np.float32)
 
 
 def report_progress(done: int, total: int, images_per_second: float) -> None:
@@ -199,13 +248,21 @@ def run(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     topk: int = typer.Option(5, "--topk", min=5),
-    save_logits: bool = typer.Option(False, "--save-logits", help="also store float16 logits"),
+    save_logits: bool = typer.Option(False, "--save-logits", help="also store the logits"),
+    logits_dtype: str = typer.Option("float16", "--logits-dtype", help="float16 (compact) | float32 (exact)"),
     preprocess_json: Optional[str] = typer.Option(None, "--preprocess", help="JSON overrides of the preprocessing"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="decode threads"),
+    pixels: Optional[Path] = typer.Option(None, "--pixels", help="a pixel cache folder (predict cache) to read the crops from"),
+    normalise: str = typer.Option("device", "--normalise", help="device (uint8 to the backend) | host (float32 numpy)"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (deterministic) | tf32 | bf16"),
 ) -> None:
     """Predict every image below --data; write predictions.npz and run.json atomically."""
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device {device!r}: use auto, cpu or cuda")
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if logits_dtype not in ("float16", "float32"):
+        fail(f"--logits-dtype {logits_dtype!r}: use float16 or float32")
     backend = load_backend()
     spec = find_model(backend, model)
     try:
@@ -213,25 +270,29 @@ def run(
     except (ValueError, TypeError) as exc:
         fail(f"--preprocess: {exc}")
     paths = list_images(data)[:limit] if limit else list_images(data)
+    cache = PixelCache.open(pixels, prep, paths) if pixels is not None else None
     check_weights_choice(weights)
     used_device = backend.resolve_device(device)
+    precision_settings = configure_precision(backend, precision, used_device)
 
     t0 = time.perf_counter()
     net = backend.load(spec, weights, used_device)
     t_load = time.perf_counter() - t0
     record = weights_record(weights, spec, loaded_weights_file(backend, spec, weights))
+    predictor = Predictor(backend, net, prep, normalise)
 
     t0 = time.perf_counter()
-    warm = np.zeros((min(batch_size, len(paths)), prep.crop_size, prep.crop_size, 3), np.float32)
-    backend.predict(net, warm)
+    predictor(np.zeros((min(batch_size, len(paths)), prep.crop_size, prep.crop_size, 3), np.uint8))
     t_warm = time.perf_counter() - t0
 
     all_logits, digests, compute = [], [], 0.0
     n_workers = workers or default_workers()
+    batches = (cache.iter_batches(paths, batch_size) if cache is not None
+               else iter_batches(data, paths, prep, batch_size, workers=n_workers))
     t0 = last_report = time.perf_counter()
-    for batch in iter_batches(data, paths, prep, batch_size, workers=n_workers):
+    for batch in batches:
         tc = time.perf_counter()
-        logits = np.asarray(backend.predict(net, batch.pixels), dtype=np.float32)
+        logits = predictor(batch.pixels)
         compute += time.perf_counter() - tc
         if logits.shape != (len(batch.paths), spec.num_classes):
             fail(f"{spec.name}: model returned shape {logits.shape}, expected ({len(batch.paths)}, {spec.num_classes})", 1)
@@ -247,7 +308,7 @@ def run(
     if not np.isfinite(logits).all():
         fail(f"{spec.name}: non-finite logits (NaN/inf) from {weights} weights; the weights are broken", 1)
     indices, scores = softmax_topk(logits, topk)
-    write_predictions(out / PREDICTIONS_FILE, paths, indices, scores, logits if save_logits else None)
+    write_predictions(out / PREDICTIONS_FILE, paths, indices, scores, logits if save_logits else None, logits_dtype)
     env = environment(backend)
     write_json(
         out / RUN_FILE,
@@ -259,13 +320,20 @@ def run(
             "model": spec.name,
             "weights": record,
             "preprocessing": prep.to_dict(),
+            "precision": precision,
+            "precision_settings": precision_settings,
+            "normalise": predictor.where,
+            "pixel_cache": ({"folder": str(pixels), "created": cache.index.get("created"),
+                             "pillow": cache.index.get("pillow")} if cache is not None else None),
             "device": used_device,
             "batch_size": batch_size,
             "topk": topk,
             "n_images": len(paths),
             "images_per_second": len(paths) / t_infer if t_infer > 0 else None,
             "compute_images_per_second": len(paths) / compute if compute > 0 else None,
-            "seconds": {"load": t_load, "warmup": t_warm, "inference": t_infer, "compute": compute},
+            "seconds": {"import": BACKEND_IMPORT_S[0] if BACKEND_IMPORT_S else None, "load": t_load,
+                        "warmup": t_warm, "inference": t_infer, "compute": compute,
+                        "input_wait": max(t_infer - compute, 0.0)},
             "decode_workers": n_workers,
             "data": {"root": str(data), "n_images": len(paths), "limit": limit, "digest": set_digest(zip(paths, digests))},
             "env": env,
@@ -273,7 +341,38 @@ def run(
         },
     )
     tag = " (RANDOM WEIGHTS)" if record["kind"] == "random" else ""
+    tag += f" [{precision}]" if precision != "fp32" else ""
     print(f"{backend.framework} {spec.name}{tag}: {len(paths)} images, {len(paths) / t_infer:.1f} img/s -> {out}")
+
+
+@app.command("cache")
+def cache_cmd(
+    data: Path = typer.Option(..., "--data", help="folder of images (any depth)"),
+    out: Path = typer.Option(..., "--out", help="folder for pixels.npy and index.json"),
+    resize_size: int = typer.Option(..., "--resize-size", min=1),
+    crop_size: int = typer.Option(..., "--crop-size", min=1),
+    interpolation: str = typer.Option("bilinear", "--interpolation"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="decode threads"),
+) -> None:
+    """Decode every image once into a pixel cache (uint8 crops) that `predict run --pixels` reads."""
+    try:
+        prep = Preprocessing(crop_size=crop_size, resize_size=resize_size, interpolation=interpolation)  # type: ignore[arg-type]
+    except ValueError as exc:
+        fail(str(exc))
+    paths = list_images(data)[:limit] if limit else list_images(data)
+    last = [0.0]
+
+    def progress(done: int, total: int, ips: float) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= PROGRESS_EVERY_S or done == total:
+            report_progress(done, total, ips)
+            last[0] = now
+
+    index = build_pixel_cache(data, paths, prep, out, workers=workers or default_workers(), on_progress=progress)
+    size = (out / "pixels.npy").stat().st_size
+    print(f"pixel cache {prep.pixel_config()}: {index['n_images']} images, {size / 1e6:.1f} MB, "
+          f"{index['n_images'] / max(index['seconds'], 1e-9):.1f} img/s -> {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Parallel decode + preprocess, overlapped with inference, identical in every framework.
+"""Parallel decode + resize + crop to uint8, overlapped with inference, identical in every framework.
 
 Pillow releases the GIL while it decodes and resizes, so a thread pool gives real
 parallelism without forking a framework process. Batches are produced ahead of the
@@ -16,13 +16,13 @@ from typing import Iterator
 import numpy as np
 
 from .dataset import read_image
-from .preprocessing import Preprocessing, preprocess
+from .preprocessing import Preprocessing, crop_pixels
 
 
 @dataclass(frozen=True)
 class Batch:
     paths: list[str]
-    pixels: np.ndarray  # N x H x W x 3 float32, normalised
+    pixels: np.ndarray  # N x H x W x 3 uint8 RGB: the centre crops, not yet normalised
     sha256: list[str]
 
 
@@ -32,7 +32,7 @@ def default_workers() -> int:
 
 def _load_one(root: Path, relpath: str, p: Preprocessing) -> tuple[np.ndarray, str]:
     loaded = read_image(root, relpath)
-    return preprocess(loaded.image, p), loaded.sha256
+    return crop_pixels(loaded.image, p), loaded.sha256
 
 
 def iter_batches(

@@ -46,6 +46,7 @@ def write_predictions(
     topk_indices: np.ndarray,
     topk_scores: np.ndarray,
     logits: np.ndarray | None = None,
+    logits_dtype: str = "float16",
 ) -> None:
     arrays: dict[str, np.ndarray] = {
         "paths": np.asarray(paths, dtype=np.str_),
@@ -53,7 +54,7 @@ def write_predictions(
         "topk_scores": np.asarray(topk_scores, dtype=np.float32),
     }
     if logits is not None:
-        arrays["logits"] = np.asarray(logits, dtype=np.float16)
+        arrays["logits"] = np.asarray(logits, dtype=logits_dtype)
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 

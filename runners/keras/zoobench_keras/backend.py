@@ -57,7 +57,9 @@ with _native_stderr_silenced():
     tf.constant(0.0) + 1.0  # initialise the runtime (and its logging) now, quietly
 
 from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable  # noqa: E402
-from zoobench_contract.preprocessing import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: E402
+from zoobench_contract.preprocessing import (  # noqa: E402
+    CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, Normalisation, Preprocessing,
+)
 from zoobench_contract.zoo import EFFICIENTNET_LITE0  # noqa: E402
 
 LITE0 = "efficientnet_lite0"
@@ -128,6 +130,7 @@ class LoadedModel:
 
 class Backend:
     framework = "keras"
+    precision = "fp32"
 
     def __init__(self) -> None:
         self._loaded_from: dict[str, str | None] = {}
@@ -186,6 +189,14 @@ class Backend:
         if requested not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device {requested!r}: use auto, cpu or cuda")
         return "cuda:0" if requested in ("cuda", "auto") and has_gpu else "cpu"
+
+    def configure(self, precision: str, device: str) -> dict[str, Any]:
+        """fp32: TF32 off (TensorFlow enables it by default on Ampere+), op determinism on; tf32: TF32
+        on; bf16: Keras' ``mixed_bfloat16`` policy (bfloat16 compute, float32 variables)."""
+        tf.config.experimental.enable_tensor_float_32_execution(precision != "fp32")
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+        self.precision = precision
+        return {"tensor_float_32": precision != "fp32", "keras_policy": keras.mixed_precision.global_policy().name}
 
     def load(self, spec: ModelSpec, weights: str, device: str) -> LoadedModel:
         tf_device = "/GPU:0" if device.startswith("cuda") else "/CPU:0"
@@ -273,13 +284,28 @@ class Backend:
         return fetched[-1] if fetched else str(home / "models")
 
     def predict(self, model: LoadedModel, batch: np.ndarray) -> np.ndarray:
+        self._check_size(model, batch)
+        with tf.device(model.tf_device):
+            out = model.fn(tf.convert_to_tensor(batch, tf.float32))
+        return np.asarray(tf.cast(out, tf.float32))
+
+    def predict_pixels(self, model: LoadedModel, pixels: np.ndarray, norm: Normalisation) -> np.ndarray:
+        """uint8 NHWC to the device, normalised there with one multiply-add."""
+        self._check_size(model, pixels)
+        with tf.device(model.tf_device):
+            x = tf.cast(tf.convert_to_tensor(pixels, tf.uint8), tf.float32)
+            if not norm.identity_order:
+                x = tf.gather(x, list(norm.order), axis=-1)
+            x = x * tf.constant(norm.scale, tf.float32) + tf.constant(norm.offset, tf.float32)
+            out = model.fn(x)
+        return np.asarray(tf.cast(out, tf.float32))
+
+    @staticmethod
+    def _check_size(model: LoadedModel, batch: np.ndarray) -> None:
         h, w = model.input_hw
         if (h is not None and batch.shape[1] != h) or (w is not None and batch.shape[2] != w):
             raise UsageError(f"{model.name} takes {h}x{w} inputs, got {batch.shape[1]}x{batch.shape[2]}; "
                              f"keep crop_size={h} in --preprocess")
-        with tf.device(model.tf_device):
-            out = model.fn(tf.convert_to_tensor(batch, tf.float32))
-        return np.asarray(out, dtype=np.float32)
 
 
 def _compile(model: keras.Model) -> Callable[[Any], Any]:

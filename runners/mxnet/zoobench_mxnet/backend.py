@@ -32,7 +32,7 @@ from mxnet.gluon.model_zoo import model_store, vision  # noqa: E402
 from mxnet.gluon.utils import check_sha1  # noqa: E402
 
 from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable  # noqa: E402
-from zoobench_contract.preprocessing import Preprocessing  # noqa: E402
+from zoobench_contract.preprocessing import Normalisation, Preprocessing  # noqa: E402
 from zoobench_contract.zoo import EFFICIENTNET_LITE0  # noqa: E402
 
 LITE0 = "efficientnet_lite0"
@@ -216,11 +216,26 @@ class Backend:
                                      "(MXNET_GLUON_REPO selects a mirror)") from None
 
     def predict(self, model: LoadedModel, batch: np.ndarray) -> np.ndarray:
-        if batch.shape[1] != batch.shape[2]:
-            raise UsageError(f"{model.name}: square crops only, got {batch.shape[1]}x{batch.shape[2]}")
+        _check_square(model, batch)
         x = mx.nd.array(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), ctx=model.ctx, dtype="float32")
         out = model.net_for(batch.shape[1])(x)
         return out.asnumpy().astype(np.float32, copy=False)
+
+    def predict_pixels(self, model: LoadedModel, pixels: np.ndarray, norm: Normalisation) -> np.ndarray:
+        """uint8 NHWC to the device, normalised there (MXNet serves fp32 only: no ``configure``)."""
+        _check_square(model, pixels)
+        x = mx.nd.array(pixels, ctx=model.ctx, dtype="uint8").astype("float32")
+        if not norm.identity_order:
+            x = mx.nd.take(x, mx.nd.array(norm.order, ctx=model.ctx), axis=3)
+        x = mx.nd.broadcast_add(mx.nd.broadcast_mul(x, mx.nd.array(norm.scale, ctx=model.ctx).reshape((1, 1, 1, 3))),
+                                mx.nd.array(norm.offset, ctx=model.ctx).reshape((1, 1, 1, 3)))
+        out = model.net_for(pixels.shape[1])(mx.nd.transpose(x, axes=(0, 3, 1, 2)))
+        return out.asnumpy().astype(np.float32, copy=False)
+
+
+def _check_square(model: LoadedModel, batch: np.ndarray) -> None:
+    if batch.shape[1] != batch.shape[2]:
+        raise UsageError(f"{model.name}: square crops only, got {batch.shape[1]}x{batch.shape[2]}")
 
 
 def _load_params(net: mx.gluon.HybridBlock, name: str, path: str, ctx: mx.Context) -> None:

@@ -15,7 +15,7 @@ import torchvision
 from torchvision import models as tvm
 
 from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable
-from zoobench_contract.preprocessing import Preprocessing
+from zoobench_contract.preprocessing import Normalisation, Preprocessing
 from zoobench_contract.zoo import EFFICIENTNET_LITE0
 
 LITE0 = "efficientnet_lite0"
@@ -49,6 +49,7 @@ def torchvision_classifiers() -> dict[str, Any]:
 
 class Backend:
     framework = "pytorch"
+    precision = "fp32"
 
     def __init__(self) -> None:
         self._weights = torchvision_classifiers()
@@ -104,10 +105,23 @@ class Backend:
     def _checkpoint_path(w: Any) -> Path:
         return Path(torch.hub.get_dir(), "checkpoints", os.path.basename(w.url))
 
+    def configure(self, precision: str, device: str) -> dict[str, Any]:
+        """fp32: deterministic, no TF32 (comparable with the published tables); tf32: TF32 matmuls and
+        convolutions, cuDNN autotuning; bf16: autocast to bfloat16 (CPU and GPU)."""
+        fast = precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        torch.backends.cudnn.allow_tf32 = fast
+        torch.set_float32_matmul_precision("high" if fast else "highest")
+        torch.backends.cudnn.benchmark = fast
+        torch.backends.cudnn.deterministic = not fast
+        torch.use_deterministic_algorithms(not fast, warn_only=True)
+        self.precision = precision
+        return {"allow_tf32": fast, "cudnn.benchmark": fast, "deterministic": not fast,
+                "autocast": "bfloat16" if precision == "bf16" else None}
+
     def load(self, spec: ModelSpec, weights: str, device: str) -> torch.nn.Module:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.precision == "fp32":
+            self.configure("fp32", device)
         torch.manual_seed(0)
         if spec.name == LITE0:
             net = _efficientnet_lite0(weights)
@@ -147,8 +161,25 @@ class Backend:
     @torch.inference_mode()
     def predict(self, model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
         device = next(model.parameters()).device
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(device)
-        out = model(x)
+        return self._forward(model, torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(device))
+
+    @torch.inference_mode()
+    def predict_pixels(self, model: torch.nn.Module, pixels: np.ndarray, norm: Normalisation) -> np.ndarray:
+        """uint8 NHWC to the device (a quarter of float32's bytes), normalised there."""
+        device = next(model.parameters()).device
+        x = torch.from_numpy(pixels)
+        if device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+        if not norm.identity_order:
+            x = x[:, list(norm.order)]
+        scale = torch.tensor(norm.scale, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        offset = torch.tensor(norm.offset, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        return self._forward(model, (x * scale + offset).contiguous())
+
+    def _forward(self, model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = model(x)
         if isinstance(out, tuple):  # inception/googlenet aux outputs
             out = out[0]
         return out.float().cpu().numpy()
