@@ -7,6 +7,7 @@ kill the running ones and leave no ``.partial`` folder behind.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import threading
@@ -21,9 +22,10 @@ from zoobench_contract.dataset import file_sha256
 from zoobench_contract.outputs import write_json
 from zoobench_contract.preprocessing import Preprocessing
 
-from . import containers
-from .manifests import ModelsManifest, Profile
+from . import containers, pixelcache
+from .manifests import PRECISIONS, ModelsManifest, Profile
 from .mounts import Bind
+from .pixelcache import PixelConfig
 
 REQUEST_FILE = "request.json"
 PARTIAL_SUFFIX = ".partial"
@@ -47,13 +49,16 @@ class Job:
     preprocess: dict[str, Any]
     limit: int | None
     memory: str | None = None
+    precision: str = "fp32"
+    pixels: PixelConfig | None = field(default=None, compare=False)  # effective crop config; not in the request
 
     @property
     def run_name(self) -> str:
         return f"{self.image}-{self.model}"
 
     def request(self, image_id: str, data_digest: str, weights_sha256: str | None = None) -> dict[str, Any]:
-        """What must match for a finished run to be reused (batch size may differ after OOM)."""
+        """What must match for a finished run to be reused (batch size may differ after OOM; whether the
+        pixels came from the pixel cache does not matter: the predictions are byte-identical)."""
         return {
             "image": self.image,
             "model": self.model,
@@ -61,6 +66,7 @@ class Job:
             "weights": self.weights,
             "weights_sha256": weights_sha256,
             "preprocess": self.preprocess,
+            "precision": self.precision,
             "limit": self.limit,
             "data_digest": data_digest,
         }
@@ -97,6 +103,7 @@ def plan_jobs(
     batch_size: int | None = None,
     weights: str | None = None,
     limit: int | None = None,
+    precision: str | None = None,
 ) -> list[Job]:
     """Expand a profile into jobs. Every model name is checked against the image's `predict list`,
     every ``--model`` must select something, and every preprocessing override must make a valid
@@ -121,7 +128,8 @@ def plan_jobs(
                     continue
                 matched |= hits
             settings = models_manifest.settings(image, model)
-            check_preprocessing(image, model, available[model].get("preprocessing", {}), settings.preprocess)
+            own = available[model].get("preprocessing", {})
+            check_preprocessing(image, model, own, settings.preprocess)
             jobs.append(
                 Job(
                     image=image,
@@ -133,6 +141,8 @@ def plan_jobs(
                     preprocess=settings.preprocess,
                     limit=limit or profile.limit,
                     memory=settings.memory or models_manifest.defaults.memory,
+                    precision=precision or profile.precision_for(image),
+                    pixels=pixel_config(own, settings.preprocess),
                 )
             )
     missing = [o for o in only or [] if o not in matched]
@@ -152,6 +162,32 @@ def check_preprocessing(image: str, model: str, default: dict[str, Any], overrid
         raise BenchError(f"manifests/models.yaml: models.{image}/{model}.preprocessing: {exc}; fix the entry") from None
 
 
+def pixel_config(default: dict[str, Any], override: dict[str, Any]) -> PixelConfig | None:
+    """The crop a model's effective preprocessing makes; None when it cannot be worked out (no cache)."""
+    try:
+        return PixelConfig.of(default, override)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def check_precision(value: str, what: str = "--precision") -> None:
+    if value not in PRECISIONS:
+        raise BenchError(f"{what} {value!r}: use one of {'|'.join(PRECISIONS)}")
+
+
+def lane_plan(gpus: list[str], jobs_per_gpu: int = 1) -> list[tuple[str | None, str]]:
+    """(GPU or None for the CPU, label) per worker lane: ``jobs_per_gpu`` lanes per GPU, spread so
+    the first models start on different GPUs; one CPU lane without GPUs."""
+    if jobs_per_gpu < 1:
+        raise BenchError(f"--jobs-per-gpu {jobs_per_gpu}: give 1 or more")
+    if not gpus:
+        if jobs_per_gpu > 1:
+            raise BenchError("--jobs-per-gpu needs --gpus: on the CPU one model runs at a time")
+        return [(None, "cpu")]
+    return [(g, f"gpu {g}" + (f" #{slot + 1}" if jobs_per_gpu > 1 else ""))
+            for slot in range(jobs_per_gpu) for g in gpus]
+
+
 def finished(run_dir: Path, request: dict[str, Any]) -> bool:
     """True when ``run_dir`` holds an ok run made for exactly this request, with its output files
     unchanged since they were published (a corrupted predictions.npz is never reused)."""
@@ -165,11 +201,11 @@ def finished(run_dir: Path, request: dict[str, Any]) -> bool:
         return False
 
 
-def publish(partial: Path, final: Path, request: dict[str, Any]) -> None:
-    """Record the request and output checksums, then replace ``final`` by ``partial`` with renames,
-    so a finished run is never half there."""
+def publish(partial: Path, final: Path, request: dict[str, Any], pixel_cache: str | None = None) -> None:
+    """Record the request, output checksums and the pixel cache read (its key; not part of the
+    request), then replace ``final`` by ``partial`` with renames, so a finished run is never half there."""
     sums = {name: file_sha256(partial / name) for name in OUTPUTS}
-    write_json(partial / REQUEST_FILE, {"request": request, "sha256": sums})
+    write_json(partial / REQUEST_FILE, {"request": request, "sha256": sums, "pixel_cache": pixel_cache})
     old = final.with_name(final.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -185,6 +221,15 @@ class DataMount:
     path: str
     binds: list[Bind]
     digests: dict[int | None, str]  # --limit -> data digest
+    counts: dict[int | None, int] = field(default_factory=dict)  # --limit -> number of images
+
+
+@dataclass(frozen=True)
+class PixelSettings:
+    """Where pixel caches live and how to learn an image's Pillow version (its `predict info`)."""
+
+    root: Path
+    pillow: Callable[[str], str]
 
 
 class Bench:
@@ -200,11 +245,16 @@ class Bench:
         run_id: str,
         force: bool = False,
         weights_binds: dict[str, Bind] | None = None,
+        jobs_per_gpu: int = 1,
+        pixels: PixelSettings | None = None,
     ) -> None:
         self.client, self.jobs, self.console, self.force = client, jobs, console, force
         self.data, self.results_dir, self.weights_dir = data, results_dir, weights_dir
         self.gpus, self.run_id = gpus, run_id
+        self.lanes = lane_plan(gpus, jobs_per_gpu)
         self.weights_binds = weights_binds or {}
+        self.pixels = pixels
+        self.pixel_dirs: dict[str, Path] = {}  # run name -> cache folder mounted at /pixels
         self.cancel = threading.Event()
         self.image_ids = {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
         self.weights_sha = {path: file_sha256(Path(path)) for path in self.weights_binds}
@@ -230,11 +280,14 @@ class Bench:
     def _run(self) -> BenchSummary:
         summary = BenchSummary()
         todo: queue.Queue[Job] = queue.Queue()
+        pending = []
         for job in self.jobs:
             if not self.force and finished(self.results_dir / job.run_name, self.request(job)):
                 summary.outcomes.append(Outcome(job, "reused", "finished earlier with the same image, weights and data"))
             else:
+                pending.append(job)
                 todo.put(job)
+        self._prepare_pixels(pending)
         lock = threading.Lock()
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -242,8 +295,8 @@ class Bench:
         ) as progress:
             overall = progress.add_task("models", total=len(self.jobs), completed=summary.count("reused"), detail="")
 
-            def worker(gpu: str | None, finished: threading.Event) -> None:
-                lane = progress.add_task(f"gpu {gpu}" if gpu else "cpu", total=None, detail="waiting")
+            def worker(gpu: str | None, name: str, finished: threading.Event) -> None:
+                lane = progress.add_task(name, total=None, detail="waiting")
                 try:
                     while not self.cancel.is_set():
                         try:
@@ -260,9 +313,9 @@ class Bench:
 
             # Workers report their end through events: Thread.join interrupted by Ctrl-C can make
             # is_alive() lie (CPython gh-90882), and a worker must finish cleaning up before we exit.
-            ends = [threading.Event() for _ in (self.gpus or [None])]
-            for gpu, end in zip(self.gpus or [None], ends):
-                threading.Thread(target=worker, args=(gpu, end), daemon=True).start()
+            ends = [threading.Event() for _ in self.lanes]
+            for (gpu, name), end in zip(self.lanes, ends):
+                threading.Thread(target=worker, args=(gpu, name, end), daemon=True).start()
             try:
                 for end in ends:
                     while not end.wait(0.5):
@@ -289,15 +342,82 @@ class Bench:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
-    def _args(self, job: Job, batch: int, gpu: str | None) -> list[str]:
+    def _args(self, job: Job, batch: int, gpu: str | None, pixels: bool = False) -> list[str]:
         weights = self.weights_binds[job.weights].target if job.weights in self.weights_binds else job.weights
         args = ["run", "--model", job.model, "--data", self.data.path, "--out", "/out",
-                "--batch-size", str(batch), "--weights", weights, "--device", "cuda" if gpu is not None else "cpu"]
+                "--batch-size", str(batch), "--weights", weights, "--device", "cuda" if gpu is not None else "cpu",
+                "--precision", job.precision]
         if job.limit:
             args += ["--limit", str(job.limit)]
         if job.preprocess:
             args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
+        if pixels:
+            args += ["--pixels", pixelcache.MOUNT]
         return args
+
+    # ------------------------------------------------------------ pixel cache
+
+    def _prepare_pixels(self, pending: list[Job]) -> None:
+        """Reuse or build one pixel cache per group of pending jobs that share one; never fails."""
+        if self.pixels is None or not pending:
+            return
+        conflict = pixelcache.mount_conflict(self.data.binds)
+        if conflict:
+            self.console.print(f"note: no pixel cache: the data mount {conflict} overlaps {pixelcache.MOUNT}; "
+                               "the models decode the images themselves", highlight=False, soft_wrap=True)
+            return
+        try:
+            groups = pixelcache.group_jobs(pending, self.pixels.pillow, self.data.digests, self.data.counts)
+        except Exception as exc:  # noqa: BLE001 - no cache is never a failed bench
+            self._note(f"no pixel cache: cannot plan one ({type(exc).__name__}: {exc}); "
+                       "the models decode the images themselves")
+            return
+        for group in groups:
+            if self.cancel.is_set():
+                return
+            folder = pixelcache.ensure(group, self.pixels.root, self._build_cache, self._note,
+                                       lambda m: self.console.print(m, highlight=False, soft_wrap=True))
+            if folder is not None:
+                self.pixel_dirs.update({j.run_name: folder for j in group.jobs})
+
+    def _note(self, message: str) -> None:
+        self.console.print(f"note: {message}", highlight=False, soft_wrap=True)
+
+    def _build_cache(self, group: pixelcache.Group, partial: Path) -> str | None:
+        """``predict cache`` into ``partial`` in a locked-down container; None when it exited 0."""
+        c = group.config
+        args = ["cache", "--data", self.data.path, "--out", "/out", "--resize-size", str(c.resize_size),
+                "--crop-size", str(c.crop_size), "--interpolation", c.interpolation,
+                "--workers", str(os.cpu_count() or 1)]
+        if group.limit:
+            args += ["--limit", str(group.limit)]
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console, transient=False,
+        ) as progress:
+            task = progress.add_task(f"pixels {c.describe()}", total=group.n_images, detail="starting")
+
+            def on_progress(p: dict[str, Any]) -> None:
+                progress.update(task, completed=p["done"], detail=f"{p['images_per_second']:.1f} img/s")
+
+            with containers.handed_over(partial):
+                result = containers.predict_in_container(
+                    self.client, group.tag, args, self.data.binds, partial, self.weights_dir,
+                    log_path=self.results_dir / "logs" / f"pixels-{group.key}.log",
+                    timeout_s=max(j.timeout_s for j in group.jobs), on_progress=on_progress,
+                    labels={**self.labels, containers.LABEL_ROLE: "pixel-cache"}, cancel=self.cancel,
+                )
+        if result.cancelled:
+            raise KeyboardInterrupt
+        return None if result.exit_code == 0 else result.reason
+
+    def _pixels_for(self, job: Job) -> Path | None:
+        folder = self.pixel_dirs.get(job.run_name)
+        if folder is not None and not pixelcache.still_there(folder):
+            self._note(f"{job.run_name}: pixel cache {folder} is gone; this model decodes the images itself")
+            self.pixel_dirs.pop(job.run_name, None)
+            return None
+        return folder
 
     def _run_job(self, job: Job, gpu: str | None, progress: Progress, lane: Any) -> Outcome:
         final = self.results_dir / job.run_name
@@ -307,7 +427,8 @@ class Bench:
         while True:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            label = f"{job.image}/{job.model} (batch {batch})"
+            pixels = self._pixels_for(job)
+            label = f"{job.image}/{job.model} (batch {batch}{', cached pixels' if pixels else ''})"
             progress.update(lane, detail=f"{label}: starting")
 
             def on_progress(p: dict[str, Any], label: str = label) -> None:
@@ -315,10 +436,13 @@ class Bench:
 
             with containers.handed_over(partial):
                 result = containers.predict_in_container(
-                    self.client, job.tag, self._args(job, batch, gpu), binds, partial, self.weights_dir,
+                    self.client, job.tag, self._args(job, batch, gpu, pixels is not None),
+                    binds + ([Bind(str(pixels.resolve()), pixelcache.MOUNT)] if pixels else []), partial,
+                    self.weights_dir,
                     log_path=self.results_dir / "logs" / f"{job.run_name}.log", timeout_s=job.timeout_s, gpu=gpu,
                     environment={"ZOOBENCH_IMAGE_ID": self.image_ids[job.tag], "ZOOBENCH_IMAGE_TAG": job.tag},
-                    on_progress=on_progress, labels=self.labels, limits=containers.Limits(memory=job.memory),
+                    on_progress=on_progress, labels={**self.labels, containers.LABEL_ROLE: "model"},
+                    limits=containers.Limits(memory=job.memory),
                     cancel=self.cancel,
                 )
             log = str(result.log_path)
@@ -331,9 +455,14 @@ class Bench:
             if result.exit_code == 0:
                 if not all((partial / name).is_file() for name in OUTPUTS):
                     return Outcome(job, "failed", f"exited 0 without writing {' and '.join(OUTPUTS)}", batch, None, log)
-                publish(partial, final, self.request(job))
+                publish(partial, final, self.request(job), pixels.name if pixels else None)
                 run = json.loads((final / "run.json").read_text())
                 return Outcome(job, "ok", "", batch, run.get("images_per_second"), log)
+            if pixels is not None and result.exit_code in (1, 2):  # the runner's own failure, not a kill
+                self._note(f"{job.run_name}: failed with the pixel cache ({result.reason}); "
+                           "retrying with the model decoding the images itself")
+                self.pixel_dirs.pop(job.run_name, None)
+                continue
             status = "skipped" if result.exit_code == 4 else "failed"
             return Outcome(job, status, result.reason, batch, None, log)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -18,8 +19,9 @@ from rich.table import Table
 from zoobench_contract.clitools import run_app
 from zoobench_contract.dataset import DataError, list_images
 
-from . import containers, datascan, images, mounts, runlock
-from .bench import Bench, BenchError, DataMount, plan_jobs, summary_rows
+from . import containers, datascan, images, mounts, pixelcache, runlock
+from .bench import (Bench, BenchError, DataMount, PixelSettings, check_precision, lane_plan, plan_jobs,
+                    summary_rows)
 from .manifests import MANIFEST_DIR, ManifestError, get_profile, load_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +33,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproducible cross-framework ImageNet benchmark: one container per model.")
 images_app = typer.Typer(no_args_is_help=True, help="Build and list the framework images.")
 weights_app = typer.Typer(no_args_is_help=True, help="Fetch pretrained weights into the cache (needs network).")
+cache_app = typer.Typer(no_args_is_help=True, help="List and clear the pixel caches (decoded crops shared by models).")
 app.add_typer(images_app, name="images")
 app.add_typer(weights_app, name="weights")
+app.add_typer(cache_app, name="cache")
 try:
     from .data.cli import data_app
 
@@ -41,6 +45,9 @@ except ImportError:  # pragma: no cover - only while the data package is absent
     pass
 
 ManifestOpt = typer.Option(MANIFEST_DIR, "--manifests", help="folder of YAML manifests")
+MixedOpt = typer.Option(False, "--mixed-precision", help="rank runs of different precisions together")
+CacheDirOpt = typer.Option(None, "--cache-dir",
+                           help=f"pixel cache folder (default ${pixelcache.ROOT_ENV} or .cache/pixels)")
 VariantOpt = typer.Option(None, "--variant", help="image variant (cpu|cuda); default cuda with --gpus, else cpu")
 
 
@@ -72,6 +79,25 @@ def served_models(client: Any, tag: str) -> dict[str, dict[str, Any]]:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(listing))
     return {m["name"]: m for m in listing}
+
+
+def image_info(client: Any, tag: str) -> dict[str, Any]:
+    """The image's `predict info`, cached per image tag like `predict list`."""
+    cache = CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}.info.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    info = containers.predict_json(client, tag, "info")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(info))
+    return info
+
+
+def pillow_version(client: Any, tag: str) -> str:
+    """The Pillow version of an image (what its pixel crops depend on)."""
+    version = image_info(client, tag).get("pillow")
+    if not version:
+        raise BenchError(f"`predict info` of {tag} names no Pillow version; rebuild the image")
+    return str(version)
 
 
 def sample_data() -> Path:
@@ -111,7 +137,8 @@ def check_weights_option(weights: str | None) -> None:
 
 def scan_data(data: Path, jobs: list[Any], results: Path) -> tuple[list[str], dict[int | None, str]]:
     """Decode and hash, once on the host, every file the jobs will read; bad files end the bench
-    here, all named in one report. Returns (the files read, the data digest per --limit)."""
+    here, all named in one report. Returns (the files read, the data digest per --limit); the
+    files read cover every --limit, so ``len(files[:limit])`` is the image count of each."""
     paths = list_images(data)
     limits = {j.limit for j in jobs}
     needed = paths if None in limits else paths[:max(limits)]
@@ -135,7 +162,8 @@ def run(
     profile: str = typer.Option("sample", "--profile", "-p", help="bench profile from manifests/profiles.yaml"),
     data: Optional[Path] = typer.Option(None, "--data", help="validation folder (synset sub-folders)"),
     results: Optional[Path] = typer.Option(None, "--results", help="results folder (default results/PROFILE)"),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices, e.g. 0,1 (one model per GPU at a time)"),
+    gpus: Optional[str] = typer.Option(None, "--gpus",
+                                       help="GPU indices, e.g. 0,1 (--jobs-per-gpu models per GPU at a time)"),
     variant: Optional[str] = VariantOpt,
     model: Optional[list[str]] = typer.Option(None, "--model", help="only these models (repeatable)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
@@ -145,6 +173,11 @@ def run(
     force: bool = typer.Option(False, "--force", help="re-run models that already finished"),
     build: bool = typer.Option(True, "--build/--no-build", help="build missing images first"),
     fmt: str = typer.Option("table", "--format", help="ranking format: table|markdown|csv|json"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="override the profile: fp32|tf32|bf16"),
+    mixed_precision: bool = MixedOpt,
+    jobs_per_gpu: int = typer.Option(1, "--jobs-per-gpu", min=1, help="models sharing each GPU at a time"),
+    pixel_cache: bool = typer.Option(True, "--pixel-cache/--no-pixel-cache",
+                                     help="decode each image set once per pixel configuration, shared by the models"),
     manifests: Path = ManifestOpt,
 ) -> None:
     """Run a bench profile: one container per model, then print the ranking."""
@@ -157,9 +190,12 @@ def run(
     if labels is not None and not labels.is_file():
         raise BenchError(f"--labels {labels}: no such file; pass a CSV with columns filename,wnid")
     check_weights_option(weights)
+    if precision is not None:
+        check_precision(precision)
     prof = get_profile(profile, manifests)
     models_manifest = load_models(manifests)
     gpu_list = parse_gpus(gpus)
+    lane_plan(gpu_list, jobs_per_gpu)  # --jobs-per-gpu needs --gpus: one line, before anything runs
     check_gpus(gpu_list)
     var = variant_for(variant, gpu_list)
     if data is None and prof.data != "sample":
@@ -192,7 +228,7 @@ def run(
         for name in needed:
             containers.require_image(client, tags[name])
         jobs = plan_jobs(prof, models_manifest, tags, lambda img: served_models(client, tags[img]),
-                         only=model, batch_size=batch_size, weights=weights, limit=limit)
+                         only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision)
         if not jobs:
             raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")
         scanned, digests = scan_data(data, jobs, results)
@@ -201,15 +237,19 @@ def run(
         if weights is not None and Path(weights).is_file():
             weights_binds[weights] = mounts.file_bind(Path(weights), "--weights file")[1]
         console.print(f"{len(jobs)} model(s), results in {results}")
-        bench = Bench(client, jobs, DataMount(data_path, binds, digests), results, CACHE / "weights", gpu_list,
-                      console, run_id=holder.run_id, force=force, weights_binds=weights_binds)
+        counts = {lim: len(scanned[:lim]) if lim else len(scanned) for lim in digests}
+        pixels = (PixelSettings(pixelcache.cache_root(), lambda tag: pillow_version(client, tag))
+                  if pixel_cache else None)
+        bench = Bench(client, jobs, DataMount(data_path, binds, digests, counts), results, CACHE / "weights",
+                      gpu_list, console, run_id=holder.run_id, force=force, weights_binds=weights_binds,
+                      jobs_per_gpu=jobs_per_gpu, pixels=pixels)
         summary = bench.run()
     finally:
         lock.release()
     rows = summary_rows(summary)
     print_summary(rows)
     if summary.count("ok") + summary.count("reused"):
-        run_rank(results, labels, fmt, out)
+        run_rank(results, labels, fmt, out, mixed_precision=mixed_precision)
     failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
     for r in failed:  # in full, one line each, after the ranking: the table cuts long reasons
         log = f" (log: {r['log']})" if r["log"] else ""
@@ -242,11 +282,12 @@ def rank(
     results_dir: Path = typer.Argument(..., help="folder holding one sub-folder per model run"),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV filename,wnid (else: synset folder names)"),
     fmt: str = typer.Option("table", "--format", help="table|markdown|csv|json"),
+    mixed_precision: bool = MixedOpt,
 ) -> None:
     """Score every predictions.npz + run.json below RESULTS_DIR and print the ranking."""
     from .ranking import run_rank
 
-    run_rank(results_dir, labels, fmt, out)
+    run_rank(results_dir, labels, fmt, out, mixed_precision=mixed_precision)
 
 
 @app.command()
@@ -254,12 +295,13 @@ def report(
     results_dir: Path = typer.Argument(...),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="default: RESULTS_DIR"),
     labels: Optional[Path] = typer.Option(None, "--labels"),
+    mixed_precision: bool = MixedOpt,
 ) -> None:
     """Write results.md and a PNG of Acc@1 against images/s per framework."""
     from .ranking import run_rank
     from .report import write_report
 
-    rows = run_rank(results_dir, labels, "none", out)
+    rows = run_rank(results_dir, labels, "none", out, mixed_precision=mixed_precision)
     for path in write_report(rows, out_dir or results_dir):
         out.print(str(path))
 
@@ -393,6 +435,51 @@ def failure_cause(reason: str, model: str) -> str:
     if os_error:
         return os_error.group(0).strip()
     return reason.removeprefix(f"{model}: ")
+
+
+@cache_app.command("list")
+def cache_list(
+    cache_dir: Optional[Path] = CacheDirOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the caches as JSON"),
+) -> None:
+    """Show every pixel cache: key, pixel config, Pillow version, images, size, state."""
+    root = cache_dir or pixelcache.cache_root()
+    entries = pixelcache.list_caches(root)
+    if as_json:
+        out.print_json(json.dumps([{**{k: v for k, v in vars(e).items() if k != "path"}, "path": str(e.path)}
+                                   for e in entries]))
+        return
+    table = Table(title=f"pixel caches in {root}", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    for col in ("key", "resize/crop", "pillow", "images", "size", "created", "state"):
+        table.add_column(col, justify="right" if col in ("images", "size") else "left", no_wrap=True)
+    colours = {"complete": "green", "partial": "yellow", "broken": "red"}
+    for e in entries:
+        images = "" if e.n_images is None else str(e.n_images)
+        table.add_row(e.key, e.config.replace("resize ", "").replace(" crop ", "/"), e.pillow, images,
+                      pixelcache.size_text(e.size), e.created[:10], f"[{colours[e.state]}]{e.state}")
+    out.print(table)
+    total = sum(e.size for e in entries)
+    out.print(f"{len(entries)} cache folder(s), {pixelcache.size_text(total)}", highlight=False)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    keys: Optional[list[str]] = typer.Argument(None, help="keys to remove (`zoobench cache list` shows them)"),
+    everything: bool = typer.Option(False, "--all", help="remove every cache, complete or partial"),
+    cache_dir: Optional[Path] = CacheDirOpt,
+) -> None:
+    """Remove pixel caches (complete and partial folders); a bench rebuilds what it needs."""
+    root = cache_dir or pixelcache.cache_root()
+    if not keys and not everything:
+        raise BenchError("zoobench cache clear: give the KEY(s) to remove or --all (`zoobench cache list` shows them)")
+    try:
+        removed = pixelcache.clear(root, keys or [], everything)
+    except KeyError as exc:
+        raise BenchError(f"no pixel cache {exc.args[0]} in {root}; `zoobench cache list` shows the keys") from None
+    for e in removed:
+        console.print(f"removed {e.path.name} ({e.state}, {pixelcache.size_text(e.size)})", highlight=False)
+    console.print(f"removed {len(removed)} cache folder(s), {pixelcache.size_text(sum(e.size for e in removed))} freed",
+                  highlight=False)
 
 
 @app.command()

@@ -4,7 +4,8 @@ Every container follows the CIS Docker Benchmark 5.x: all capabilities dropped,
 ``no-new-privileges``, a read-only root filesystem with a tmpfs ``/tmp``, a PID limit, an optional
 memory limit, no network (except ``predict fetch``), a non-root user, and the weights cache
 read-only unless the container is fetching weights. Each container is labelled with its results
-folder and run id, so leftovers of a dead run can be told from containers of a live one.
+folder, run id and role (model or pixel-cache build), so leftovers of a dead run can be told from
+containers of a live one.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ EXIT_CODES = {0: "ok", 1: "failed", 2: "bad input", 3: "out of memory", 4: "weig
 IMAGE_UID = 1000  # the non-root user of every runner image (images/*/Dockerfile)
 PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a pool per core
 LABEL, LABEL_RESULTS, LABEL_RUN = "zoobench", "zoobench.results", "zoobench.run"
+LABEL_ROLE = "zoobench.role"  # "model" (predict run) or "pixel-cache" (predict cache)
 EXIT_CANCELLED = 130
 
 

@@ -92,20 +92,35 @@ class ModelsManifest(_Strict):
 
 
 ModelList = Union[Literal["all"], list[str]]
+PRECISIONS = ("fp32", "tf32", "bf16")  # what `predict run --precision` takes; fp32 is deterministic
+Precision = Literal["fp32", "tf32", "bf16"]
 
 
 class Profile(_Strict):
     description: str = ""
     data: Literal["sample", "required"] = "required"
     weights: Union[str, dict[str, str]] = "imagenet"
+    precision: Union[Precision, dict[str, Precision]] = "fp32"
     limit: int | None = Field(default=None, ge=1)
     models: dict[str, ModelList]
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, v: Any) -> Any:  # one clear message instead of one per Union member
+        for p in v.values() if isinstance(v, dict) else [v]:
+            if p not in PRECISIONS:
+                raise ValueError(f"{p!r} is not one of {'|'.join(PRECISIONS)}")
+        return v
 
     def weights_for(self, image: str) -> str:
         if isinstance(self.weights, str):
             return self.weights
         return self.weights.get(image, "imagenet")
+
+    def precision_for(self, image: str) -> str:
+        if isinstance(self.precision, str):
+            return self.precision
+        return self.precision.get(image, "fp32")
 
 
 class ProfilesManifest(_Strict):

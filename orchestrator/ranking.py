@@ -55,6 +55,7 @@ class ModelResult:
     data_digest: str
     device: str = ""
     batch_size: int | None = None
+    precision: str = "fp32"
     correct1: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     correct5: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
@@ -81,7 +82,7 @@ class RankRow:
             "acc1": r.acc1, "acc5": r.acc5, "acc1_ci": list(r.ci1), "acc5_ci": list(r.ci5),
             "rank1": self.rank1, "rank5": self.rank5, "images_per_second": r.images_per_second,
             "p_vs_next": self.p_vs_next, "significant_vs_next": self.significant_vs_next,
-            "device": r.device, "batch_size": r.batch_size, "data_digest": r.data_digest,
+            "device": r.device, "batch_size": r.batch_size, "precision": r.precision, "data_digest": r.data_digest,
         }
 
 
@@ -172,8 +173,25 @@ def _same_images(first: tuple[str, str, np.ndarray], other: tuple[str, str, np.n
                         "rank them in separate results folders or re-run one on the same data")
 
 
-def load_results(results_dir: Path, labels_csv: Path | None = None) -> tuple[list[ModelResult], list[str]]:
-    """Score every finished run below ``results_dir``; returns (results, notes on runs not ranked)."""
+def run_precision(run: dict[str, Any]) -> str:
+    """The precision a run was made at (runs that predate ``--precision`` were fp32)."""
+    return str(run.get("precision") or "fp32")
+
+
+def _same_precision(loaded: list[tuple[str, Path, dict[str, Any], np.ndarray]]) -> None:
+    found: dict[str, list[str]] = {}
+    for name, _, run, _ in loaded:
+        found.setdefault(run_precision(run), []).append(name)
+    if len(found) > 1:
+        listed = "; ".join(f"{p}: {len(names)} run(s), e.g. {names[0]!r}" for p, names in sorted(found.items()))
+        raise RankError(f"runs of different precisions ({listed}); rank them in separate results folders "
+                        "or pass --mixed-precision")
+
+
+def load_results(results_dir: Path, labels_csv: Path | None = None,
+                 mixed_precision: bool = False) -> tuple[list[ModelResult], list[str]]:
+    """Score every finished run below ``results_dir``; returns (results, notes on runs not ranked).
+    Runs of different precisions are refused unless ``mixed_precision``."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise RankError(f"results folder {results_dir} does not exist; "
@@ -210,6 +228,8 @@ def load_results(results_dir: Path, labels_csv: Path | None = None) -> tuple[lis
         extra = f" ({len(notes)} run(s) did not finish; first: {notes[0]})" if notes else ""
         raise RankError(f"no finished runs in {results_dir}; run `zoobench run` first{extra}")
     assert reference is not None
+    if not mixed_precision:
+        _same_precision(loaded)
     truth = labels_for(reference[2].tolist(), labels_csv)
     return [_score(name, run_dir, run, topk, truth) for name, run_dir, run, topk in loaded], notes
 
@@ -230,7 +250,7 @@ def _score(name: str, run_dir: Path, run: dict[str, Any], topk: np.ndarray, trut
         n=n, acc1=k1 / n if n else 0.0, acc5=k5 / n if n else 0.0, ci1=wilson(k1, n), ci5=wilson(k5, n),
         images_per_second=float(ips) if isinstance(ips, (int, float)) and ips > 0 else None,
         data_digest=str(_field(run, "data.digest", where)), device=str(run.get("device") or ""),
-        batch_size=run.get("batch_size"), correct1=correct1, correct5=correct5,
+        batch_size=run.get("batch_size"), precision=run_precision(run), correct1=correct1, correct5=correct5,
     )
 
 
@@ -277,12 +297,13 @@ CAPTION = ("95% CI: Wilson. p vs next: exact McNemar test on Acc@1 against the r
 def _text_cells(row: RankRow) -> list[str]:
     r = row.result
     sig = "" if row.p_vs_next is None else (" *" if row.significant_vs_next else "")
-    return [str(row.rank1), str(row.rank5), r.platform, r.model, r.weights, str(r.n),
+    return [str(row.rank1), str(row.rank5), r.platform, r.model, r.weights, r.precision, str(r.n),
             pct(r.acc1), f"{pct(r.ci1[0])}-{pct(r.ci1[1])}", pct(r.acc5), f"{pct(r.ci5[0])}-{pct(r.ci5[1])}",
             fmt_ips(r.images_per_second), fmt_p(row.p_vs_next) + sig]
 
 
-HEADERS = ["Rank@1", "Rank@5", "Platform", "Model", "Weights", "N", "Acc@1 %", "Acc@1 95% CI",
+TEXT_HEADERS = ("Platform", "Model", "Weights", "Precision")
+HEADERS = ["Rank@1", "Rank@5", "Platform", "Model", "Weights", "Precision", "N", "Acc@1 %", "Acc@1 95% CI",
            "Acc@5 %", "Acc@5 95% CI", "img/s", "p vs next"]
 
 
@@ -296,7 +317,8 @@ def format_table(rows: list[RankRow], width: int | None = None) -> Table:
     return table
 
 
-SHORT = {"Rank@1": "#1", "Rank@5": "#5", "Acc@1 %": "Acc@1", "Acc@5 %": "Acc@5", "p vs next": "p next"}
+SHORT = {"Rank@1": "#1", "Rank@5": "#5", "Acc@1 %": "Acc@1", "Acc@5 %": "Acc@5", "p vs next": "p next",
+         "Precision": "Prec"}
 
 
 def _build_table(rows: list[RankRow], layout: str) -> Table:
@@ -311,6 +333,8 @@ def _build_table(rows: list[RankRow], layout: str) -> Table:
         caption = "#1/#5 = Rank@1/Rank@5; accuracies in %. " + caption
         if all(r.result.weights == "imagenet" for r in rows):
             drop.add("Weights")
+        if all(r.result.precision == "fp32" for r in rows):
+            drop.add("Precision")
         if all(r.result.images_per_second is None for r in rows):
             drop.add("img/s")
         table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=0,
@@ -319,7 +343,7 @@ def _build_table(rows: list[RankRow], layout: str) -> Table:
         table = Table(title=title, caption=caption)
     keep = [i for i, h in enumerate(HEADERS) if h not in drop]
     for i in keep:
-        text_col = HEADERS[i] in ("Platform", "Model", "Weights")
+        text_col = HEADERS[i] in TEXT_HEADERS
         header = SHORT.get(HEADERS[i], HEADERS[i]) if layout == "compact" else HEADERS[i]
         table.add_column(header, justify="left" if text_col else "right", overflow="fold", no_wrap=not text_col)
     for row in rows:
@@ -328,6 +352,8 @@ def _build_table(rows: list[RankRow], layout: str) -> Table:
             cells[4].stylize("bold red")
         elif row.result.weights != "imagenet":
             cells[4].stylize("yellow")
+        if row.result.precision != "fp32":
+            cells[5].stylize("yellow")
         table.add_row(*(cells[i] for i in keep), style="dim" if row.result.weights == "random" else None)
     return table
 
@@ -337,12 +363,12 @@ def format_markdown(rows: list[RankRow]) -> str:
         return s.replace("|", "\\|")
 
     lines = ["| " + " | ".join(HEADERS) + " |",
-             "|" + "|".join("---:" if h not in ("Platform", "Model", "Weights") else "---" for h in HEADERS) + "|"]
+             "|" + "|".join("---:" if h not in TEXT_HEADERS else "---" for h in HEADERS) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in _text_cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + CAPTION + "\n"
 
 
-CSV_FIELDS = ["rank1", "rank5", "platform", "model", "weights", "n", "acc1_pct", "acc1_ci_low_pct",
+CSV_FIELDS = ["rank1", "rank5", "platform", "model", "weights", "precision", "n", "acc1_pct", "acc1_ci_low_pct",
               "acc1_ci_high_pct", "acc5_pct", "acc5_ci_low_pct", "acc5_ci_high_pct", "images_per_second",
               "p_vs_next", "significant_vs_next", "run"]
 
@@ -353,8 +379,9 @@ def format_csv(rows: list[RankRow]) -> str:
     writer.writerow(CSV_FIELDS)
     for row in rows:
         r = row.result
-        writer.writerow([row.rank1, row.rank5, r.platform, r.model, r.weights, r.n, pct(r.acc1), pct(r.ci1[0]),
-                         pct(r.ci1[1]), pct(r.acc5), pct(r.ci5[0]), pct(r.ci5[1]), fmt_ips(r.images_per_second),
+        writer.writerow([row.rank1, row.rank5, r.platform, r.model, r.weights, r.precision, r.n, pct(r.acc1),
+                         pct(r.ci1[0]), pct(r.ci1[1]), pct(r.acc5), pct(r.ci5[0]), pct(r.ci5[1]),
+                         fmt_ips(r.images_per_second),
                          "" if row.p_vs_next is None else f"{row.p_vs_next:.6g}",
                          "" if row.significant_vs_next is None else str(row.significant_vs_next).lower(), r.run])
     return buf.getvalue()
@@ -367,11 +394,12 @@ def format_json(rows: list[RankRow]) -> str:
     return json.dumps([clean(row.to_dict()) for row in rows], indent=2)
 
 
-def run_rank(results_dir: Path, labels_csv: Path | None, fmt: str, console: Console) -> list[RankRow]:
+def run_rank(results_dir: Path, labels_csv: Path | None, fmt: str, console: Console,
+             mixed_precision: bool = False) -> list[RankRow]:
     """Load, score and rank RESULTS_DIR; print it as ``fmt`` (table|markdown|csv|json|none) on ``console``."""
     if fmt not in FORMATS:
         raise RankError(f"unknown format {fmt!r}; use one of {'|'.join(FORMATS[:-1])}")
-    results, notes = load_results(Path(results_dir), labels_csv)
+    results, notes = load_results(Path(results_dir), labels_csv, mixed_precision)
     rows = rank_results(results)
     if fmt == "table":
         console.print(format_table(rows, console.width))

@@ -119,8 +119,8 @@ def test_containers_are_locked_down(image_tags, tmp_path, manifests_copy):
                              text=True)
     label = f"label=zoobench.results={results.resolve()}"
     deadline = time.monotonic() + 600
-    while not (ids := subprocess.run(["docker", "ps", "-q", "--filter", label], capture_output=True,
-                                     text=True).stdout.split()):
+    while not (ids := subprocess.run(["docker", "ps", "-q", "--filter", label, "--filter", "label=zoobench.role=model"],
+                                     capture_output=True, text=True).stdout.split()):
         assert bench.poll() is None, bench.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.1)
@@ -163,3 +163,57 @@ def test_weights_fetch_reports_what_it_did(image_tags, tmp_path):
     assert "pytorch/resnet18" in listed and "pytorch/alexnet" in listed, offline.stderr
     assert "error: weights of 2 of 2 model(s) could not be fetched" in offline.stderr
     assert "Traceback" not in offline.stderr
+
+
+def test_pixel_cache_predictions_are_byte_identical_and_the_cache_is_reused(image_tags, docker_client, tmp_path):
+    """smoke twice, with the pixel cache and without: the same bytes; the expected caches, then reused."""
+    from collections import defaultdict
+
+    from orchestrator.bench import plan_jobs
+    from orchestrator.cli import pillow_version, served_models
+    from orchestrator.manifests import get_profile, load_models
+    from orchestrator.pixelcache import cache_key
+
+    pixels = tmp_path / "pixels"
+    env = {"ZOOBENCH_PIXEL_CACHE": str(pixels)}
+    cached, plain = tmp_path / "cached", tmp_path / "plain"
+    smoke = ["run", "--profile", "smoke", "--limit", "3"]
+    first = zoobench(*smoke, "--results", str(cached), env=env)
+    assert first.returncode == 0, first.stderr
+    second = zoobench(*smoke, "--results", str(plain), "--no-pixel-cache", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "pixel cache" not in second.stderr
+    runs = sorted(p.parent.name for p in cached.glob("*/predictions.npz"))
+    assert len(runs) == 9 and runs == sorted(p.parent.name for p in plain.glob("*/predictions.npz"))
+    for name in runs:
+        assert (cached / name / "predictions.npz").read_bytes() == (plain / name / "predictions.npz").read_bytes(), name
+
+    # The caches expected: one per (pixel config, Pillow version) that two or more models share.
+    jobs = plan_jobs(get_profile("smoke"), load_models(), image_tags, lambda i: served_models(docker_client,
+                     image_tags[i]), limit=3)
+    digest = json.loads((plain / runs[0] / "run.json").read_text())["data"]["digest"]
+    groups: dict[str, list[str]] = defaultdict(list)
+    for job in jobs:
+        groups[cache_key(job.pixels, pillow_version(docker_client, job.tag), digest, 3)].append(job.run_name)
+    expected = {key: names for key, names in groups.items() if len(names) >= 2}
+    assert expected, "the smoke profile must have models sharing a pixel configuration"
+    assert sorted(p.name for p in pixels.iterdir() if not p.name.startswith(".")) == sorted(expected)
+    assert first.stderr.count(": building ") == len(expected), first.stderr
+    used = {name: json.loads((cached / name / "request.json").read_text())["pixel_cache"] for name in runs}
+    assert used == {name: next((k for k, names in expected.items() if name in names), None) for name in runs}
+    assert {json.loads((plain / name / "request.json").read_text())["pixel_cache"] for name in runs} == {None}
+
+    # Resume does not care about the cache: the cached bench's runs are reused without it.
+    again = zoobench(*smoke, "--results", str(cached), "--no-pixel-cache", env=env)
+    assert again.returncode == 0 and again.stderr.count("reused") == 9, again.stderr
+    # A new bench on the same data reuses the cache: no build.
+    key, names = next(iter(expected.items()))
+    pick = [arg for name in names[:2] for arg in ("--model", name.replace("-", "/", 1))]
+    third = zoobench(*smoke, "--results", str(tmp_path / "third"), *pick, env=env)
+    assert third.returncode == 0, third.stderr
+    assert ": building " not in third.stderr and f"reusing {key}" in third.stderr, third.stderr
+    for name in names[:2]:
+        assert json.loads((tmp_path / "third" / name / "request.json").read_text())["pixel_cache"] == key
+        assert (tmp_path / "third" / name / "predictions.npz").read_bytes() == \
+            (plain / name / "predictions.npz").read_bytes()
+    assert not list(pixels.glob("*.partial")) and not list(cached.glob("*.partial"))

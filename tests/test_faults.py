@@ -36,6 +36,13 @@ def containers_of(results: Path) -> list[str]:
     return out.split()
 
 
+def containers_with_role(results: Path, role: str) -> list[str]:
+    """Running containers of ``results`` that are models (``model``) or pixel-cache builds (``pixel-cache``)."""
+    out = subprocess.run(["docker", "ps", "-q", "--filter", f"label=zoobench.results={results.resolve()}",
+                          "--filter", f"label=zoobench.role={role}"], capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
 def published(results: Path) -> dict[str, int]:
     return {p.parent.name: p.stat().st_mtime_ns for p in results.glob("*/run.json")
             if not p.parent.name.endswith(".partial")}
@@ -131,7 +138,7 @@ def test_kill_9_of_the_orchestrator_then_rerun(image_tags, tmp_path, fault_case)
 def test_docker_kill_of_a_model_container(image_tags, tmp_path, fault_case):
     results = tmp_path / "results"
     bench = background("run", "--profile", "sample", "--limit", "2", "--results", str(results))
-    victim = wait_for(lambda: containers_of(results), "a model container", bench)[0]
+    victim = wait_for(lambda: containers_with_role(results, "model"), "a model container", bench)[0]
     subprocess.run(["docker", "kill", victim], capture_output=True)
     out, err = bench.communicate(timeout=900)
     assert bench.returncode == 1, err
@@ -140,6 +147,32 @@ def test_docker_kill_of_a_model_container(image_tags, tmp_path, fault_case):
     assert len(published(results)) == 2  # the other models went on and finished
     assert_clean(results)
     fault_case("reported 'killed (SIGKILL) from outside', no retry, the other models finished, exit 1")
+
+
+def test_docker_kill_of_the_pixel_cache_build(image_tags, sample_dir, tmp_path, monkeypatch, fault_case):
+    """A killed cache build is one note; the models decode the images themselves and finish."""
+    data = tmp_path / "big" / "n01440764"
+    data.mkdir(parents=True)
+    photos = [Image.open(p).convert("RGB").resize((2400, 1800)) for p in images_in(sample_dir)]
+    for i in range(240):  # large photos: the build lasts long enough to be killed
+        photos[i % len(photos)].save(data / f"img{i:04d}.JPEG", quality=90)
+    pixels, results = tmp_path / "pixels", tmp_path / "results"
+    monkeypatch.setenv("ZOOBENCH_PIXEL_CACHE", str(pixels))
+    bench = background("run", "--profile", "smoke", "--data", str(data.parent), "--results", str(results),
+                       "--model", "pytorch/resnet18", "--model", "pytorch/squeezenet1_1")
+    victim = wait_for(lambda: containers_with_role(results, "pixel-cache"), "the pixel cache build", bench)[0]
+    subprocess.run(["docker", "kill", victim], capture_output=True, check=True)
+    out, err = bench.communicate(timeout=1800)
+    assert bench.returncode == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: no pixel cache")]
+    assert len(notes) == 1 and "killed (SIGKILL) from outside the container" in notes[0], err
+    assert "the models decode the images themselves" in notes[0] and "Traceback" not in err
+    assert sorted(published(results)) == ["pytorch-resnet18", "pytorch-squeezenet1_1"]
+    for name in published(results):
+        assert json.loads((results / name / "request.json").read_text())["pixel_cache"] is None
+    assert [p.name for p in pixels.iterdir()] == [".lock"]  # no .partial, no half cache
+    assert_clean(results)
+    fault_case("one note naming the kill, no .partial left, the models decoded themselves, exit 0")
 
 
 def test_per_model_timeout(image_tags, tmp_path, manifests_copy, fault_case):

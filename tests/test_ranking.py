@@ -314,3 +314,57 @@ def test_cli_rank_and_report(results, tmp_path):
     (tmp_path / "empty").mkdir()
     proc = zoobench("rank", str(tmp_path / "empty"), timeout=120)
     assert proc.returncode == 2 and "no finished runs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- precision
+
+def set_precision(run_dir: Path, precision: str) -> None:
+    run = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**run, "precision": precision}))
+
+
+def test_runs_without_precision_are_fp32_and_the_column_is_shown(results):
+    scored, _ = load_results(results)
+    assert {r.precision for r in scored} == {"fp32"}
+    assert {r["precision"] for r in json.loads(render(results, "json"))} == {"fp32"}
+    assert {r["precision"] for r in csv.DictReader(io.StringIO(render(results, "csv")))} == {"fp32"}
+    header = render(results, "markdown").splitlines()[0]
+    assert "| Weights | Precision | N |" in header
+
+
+def test_different_precisions_are_refused_unless_asked(tmp_path):
+    paths, y = dataset()
+    out = tmp_path / "mixed"
+    write_run(out, "pytorch-resnet50", paths, predictions(y, mask(150), mask(190)))
+    set_precision(write_run(out, "pytorch-resnet50-bf16", paths, predictions(y, mask(149), mask(190)),
+                            model="resnet50"), "bf16")
+    set_precision(write_run(out, "keras-resnet50", paths, predictions(y, mask(140), mask(190)),
+                            framework="keras"), "fp32")
+    with pytest.raises(RankError) as err:
+        load_results(out)
+    msg = str(err.value)
+    assert "different precisions" in msg and "--mixed-precision" in msg and "\n" not in msg
+    assert "bf16: 1 run(s), e.g. 'pytorch-resnet50-bf16'" in msg and "fp32: 2 run(s)" in msg
+    scored, _ = load_results(out, mixed_precision=True)
+    assert {r.run: r.precision for r in scored} == {"pytorch-resnet50": "fp32", "pytorch-resnet50-bf16": "bf16",
+                                                    "keras-resnet50": "fp32"}
+    rows = json.loads(render_mixed(out, "json"))
+    assert [(r["run"], r["precision"]) for r in rows][:2] == [("pytorch-resnet50", "fp32"),
+                                                             ("pytorch-resnet50-bf16", "bf16")]
+    assert "bf16" in render_mixed(out, "markdown") and "bf16" in render_mixed(out, "table")
+    only_bf16 = tmp_path / "bf16"
+    for name in ("pytorch-a", "pytorch-b"):
+        set_precision(write_run(only_bf16, name, paths, predictions(y, mask(100), mask(150))), "bf16")
+    assert {r.precision for r in load_results(only_bf16)[0]} == {"bf16"}  # one precision: no flag needed
+    refused = zoobench("rank", str(out), timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert [line for line in refused.stderr.splitlines() if line.startswith("error:")] == [f"error: {msg}"]
+    accepted = zoobench("rank", str(out), "--mixed-precision", "--format", "csv", timeout=120)
+    assert accepted.returncode == 0, accepted.stderr
+    assert {r["precision"] for r in csv.DictReader(io.StringIO(accepted.stdout))} == {"fp32", "bf16"}
+
+
+def render_mixed(results: Path, fmt: str) -> str:
+    buf = io.StringIO()
+    run_rank(results, None, fmt, Console(file=buf, width=250), mixed_precision=True)
+    return buf.getvalue()

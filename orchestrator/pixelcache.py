@@ -1,0 +1,355 @@
+"""The pixel cache, orchestrator side: decode each image set once per pixel configuration.
+
+A model's uint8 centre crop depends only on the file, on (resize_size, crop_size, interpolation)
+and on the Pillow version. Jobs that share all of these and the same image set (data digest and
+``--limit``) form a group; every group of two jobs or more gets one cache, built by ``predict
+cache`` inside a runner image (the contract's own Pillow code), under ``ROOT/<key>/``:
+``pixels.npy`` (N x C x C x 3 uint8) and ``index.json`` (written last: its presence means
+complete). A build goes into ``<key>.partial/`` and is renamed into place only once it is valid;
+a cache that does not match (config, Pillow, digest, size) is never used. Whatever goes wrong
+with a cache is one ``note:`` line and the models decode the images themselves.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+
+from zoobench_contract.preprocessing import Preprocessing
+
+from .mounts import Bind
+
+if TYPE_CHECKING:
+    from .bench import Job
+
+ROOT_ENV = "ZOOBENCH_PIXEL_CACHE"
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "pixels"
+PIXELS_FILE, INDEX_FILE = "pixels.npy", "index.json"
+PARTIAL_SUFFIX = ".partial"
+LOCK_FILE = ".lock"
+MOUNT = "/pixels"
+MARGIN = 0.05  # free space needed on top of the cache's size
+INDEX_BYTES_PER_IMAGE = 200  # path + sha256 in index.json, a generous estimate
+SLACK_BYTES = 64 * 1024  # .npy header, the rest of index.json
+
+
+def cache_root() -> Path:
+    """Where caches live: ``$ZOOBENCH_PIXEL_CACHE`` or ``.cache/pixels`` of the checkout."""
+    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """What a uint8 crop depends on, besides the file and the Pillow version."""
+
+    resize_size: int
+    crop_size: int
+    interpolation: str
+
+    @classmethod
+    def of(cls, default: dict[str, Any], override: dict[str, Any]) -> "PixelConfig":
+        """The effective config of a model: its own preprocessing with the manifest's override."""
+        prep = (Preprocessing.from_dict(default) if default else Preprocessing()).override(override)
+        return cls(prep.resize_size, prep.crop_size, prep.interpolation)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"resize_size": self.resize_size, "crop_size": self.crop_size, "interpolation": self.interpolation}
+
+    def describe(self) -> str:
+        return f"resize {self.resize_size} crop {self.crop_size} {self.interpolation}"
+
+    @property
+    def row_bytes(self) -> int:
+        return self.crop_size * self.crop_size * 3
+
+
+def cache_key(config: PixelConfig, pillow: str, data_digest: str, limit: int | None) -> str:
+    """First 16 hex of sha256 over what makes a cache: config, Pillow version, data digest, limit."""
+    blob = json.dumps({"config": config.as_dict(), "pillow": pillow, "data_digest": data_digest, "limit": limit},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expected_bytes(n_images: int, config: PixelConfig) -> int:
+    """Disk space a cache of ``n_images`` takes (pixels, index, headers)."""
+    return n_images * (config.row_bytes + INDEX_BYTES_PER_IMAGE) + SLACK_BYTES
+
+
+def gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.2f} GB"
+
+
+def size_text(n_bytes: float) -> str:
+    """Decimal units, as disks are sold: 7.53 GB, 903.2 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{int(n_bytes)} B"
+
+
+def space_note(config: PixelConfig, needed: int, free: int) -> str | None:
+    """None when ``free`` covers ``needed`` plus the margin, else the note that says why not."""
+    if free >= needed * (1 + MARGIN):
+        return None
+    return (f"no pixel cache for {config.describe()}: needs {gb(needed * (1 + MARGIN))}, {gb(free)} free; "
+            "the models decode the images themselves")
+
+
+# ---------------------------------------------------------------- checking a cache folder
+
+def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) from a .npy header, without reading the data."""
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(fh)
+        if fortran:
+            raise ValueError("Fortran order")
+        return tuple(shape), dtype, fh.tell()
+
+
+def pixels_problem(folder: Path, n_images: int, crop_size: int) -> str | None:
+    """Why ``folder/pixels.npy`` is not an n x C x C x 3 uint8 array of exactly the right size."""
+    path = folder / PIXELS_FILE
+    try:
+        shape, dtype, offset = npy_layout(path)
+        size = path.stat().st_size
+    except (OSError, ValueError, SyntaxError) as exc:
+        return f"{PIXELS_FILE} unreadable ({type(exc).__name__})"
+    want = (n_images, crop_size, crop_size, 3)
+    if shape != want or dtype != np.uint8:
+        return f"{PIXELS_FILE} is {dtype}{shape}, expected uint8{want}"
+    if size != offset + n_images * crop_size * crop_size * 3:
+        return f"{PIXELS_FILE} is {size} bytes, expected {offset + n_images * crop_size * crop_size * 3} (truncated?)"
+    return None
+
+
+def read_index(folder: Path) -> dict[str, Any] | None:
+    try:
+        index = json.loads((folder / INDEX_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) else None
+
+
+def content_problem(folder: Path, config: PixelConfig, pillow: str, data_digest: str, n_images: int) -> str | None:
+    """Why the files of ``folder`` are not a complete cache made for exactly this (None: they are)."""
+    if not (folder / INDEX_FILE).is_file():
+        return f"incomplete: no {INDEX_FILE}"
+    index = read_index(folder)
+    if index is None:
+        return f"{INDEX_FILE} unreadable"
+    checks = [("config", index.get("config"), config.as_dict()), ("pillow", index.get("pillow"), pillow),
+              ("data_digest", index.get("data_digest"), data_digest), ("n_images", index.get("n_images"), n_images)]
+    for name, have, want in checks:
+        if have != want:
+            return f"{name} {have!r} in {INDEX_FILE}, expected {want!r}"
+    paths = index.get("paths")
+    if not isinstance(paths, list) or len(paths) != n_images:
+        return f"{INDEX_FILE} lists {len(paths) if isinstance(paths, list) else 'no'} paths, expected {n_images}"
+    return pixels_problem(folder, n_images, config.crop_size)
+
+
+def problem(folder: Path, config: PixelConfig, pillow: str, data_digest: str, n_images: int) -> str | None:
+    """None when ``folder`` is a usable cache for exactly this; a ``.partial`` folder never is."""
+    if folder.name.endswith(PARTIAL_SUFFIX):
+        return "a partial build"
+    return content_problem(folder, config, pillow, data_digest, n_images)
+
+
+def still_there(folder: Path) -> bool:
+    """Cheap check before each container: a cache deleted mid-bench is not mounted."""
+    return (folder / INDEX_FILE).is_file() and (folder / PIXELS_FILE).is_file()
+
+
+# ---------------------------------------------------------------- grouping jobs
+
+@dataclass
+class Group:
+    """Jobs that can share one cache; built with the image of the first job."""
+
+    config: PixelConfig
+    pillow: str
+    data_digest: str
+    limit: int | None
+    n_images: int
+    tag: str
+    jobs: list["Job"] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.config, self.pillow, self.data_digest, self.limit)
+
+    @property
+    def needed_bytes(self) -> int:
+        return expected_bytes(self.n_images, self.config)
+
+
+def group_jobs(jobs: list["Job"], pillow_of: Callable[[str], str], digests: dict[int | None, str],
+               counts: dict[int | None, int], min_jobs: int = 2) -> list[Group]:
+    """Groups of at least ``min_jobs`` jobs sharing pixel config, Pillow version and image set."""
+    groups: dict[tuple[Any, ...], Group] = {}
+    for job in jobs:
+        if job.pixels is None:
+            continue
+        pillow = pillow_of(job.tag)
+        key = (job.pixels, pillow, digests[job.limit], job.limit)
+        if key not in groups:
+            groups[key] = Group(job.pixels, pillow, digests[job.limit], job.limit, counts[job.limit], job.tag)
+        groups[key].jobs.append(job)
+    return [g for g in groups.values() if len(g.jobs) >= min_jobs]
+
+
+def mount_conflict(binds: list[Bind]) -> str | None:
+    """The data bind that would collide with the cache's mount point, if any."""
+    for b in binds:
+        if b.target == MOUNT or b.target.startswith(MOUNT + "/") or MOUNT.startswith(b.target.rstrip("/") + "/"):
+            return b.target
+    return None
+
+
+# ---------------------------------------------------------------- building
+
+Builder = Callable[[Group, Path], "str | None"]  # fills the partial folder; None = ok, else the reason
+
+
+@contextlib.contextmanager
+def build_lock(root: Path, waiting: Callable[[], None]) -> Iterator[None]:
+    """One build at a time per cache folder, across benches (an flock that dies with its holder)."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure(group: Group, root: Path, builder: Builder, note: Callable[[str], None],
+           say: Callable[[str], None]) -> Path | None:
+    """The folder of a valid cache for ``group`` (reused or built now), or None after one note."""
+    final = root / group.key
+    if problem(final, group.config, group.pillow, group.data_digest, group.n_images) is None:
+        say(f"pixel cache {group.config.describe()}: reusing {group.key} ({group.n_images} images, "
+            f"{len(group.jobs)} models)")
+        return final
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with build_lock(root, lambda: say(f"pixel cache {group.key}: waiting for another bench building one")):
+            if problem(final, group.config, group.pillow, group.data_digest, group.n_images) is None:
+                say(f"pixel cache {group.config.describe()}: reusing {group.key} (built by another bench)")
+                return final
+            why = space_note(group.config, group.needed_bytes, shutil.disk_usage(root).free)
+            if why:
+                note(why)
+                return None
+            return _build(group, root, builder, note, say)
+    except OSError as exc:
+        note(f"no pixel cache for {group.config.describe()}: {exc.strerror or exc} ({exc.filename or root}); "
+             "the models decode the images themselves")
+        return None
+
+
+def _build(group: Group, root: Path, builder: Builder, note: Callable[[str], None],
+           say: Callable[[str], None]) -> Path | None:
+    """Build into ``<key>.partial``, check it like any cache, rename it into place; no partial is left."""
+    final, partial = root / group.key, root / (group.key + PARTIAL_SUFFIX)
+    shutil.rmtree(partial, ignore_errors=True)
+    say(f"pixel cache {group.config.describe()}: building {group.key} ({group.n_images} images, "
+        f"{size_text(group.needed_bytes)}) for {len(group.jobs)} models")
+    try:
+        partial.mkdir(parents=True)
+        try:
+            reason = builder(group, partial)
+        except Exception as exc:  # noqa: BLE001 - a failed build is a note, never a failed bench
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"{type(exc).__name__}: {first}"
+        if reason is None:
+            wrong = content_problem(partial, group.config, group.pillow, group.data_digest, group.n_images)
+            reason = f"it wrote an unusable cache: {wrong}" if wrong else None
+        if reason is not None:
+            note(f"no pixel cache for {group.config.describe()}: the build failed ({reason}); "
+                 "the models decode the images themselves")
+            return None
+        shutil.rmtree(final, ignore_errors=True)  # an invalid cache under the same key
+        partial.rename(final)
+        return final
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- listing and clearing
+
+@dataclass(frozen=True)
+class Entry:
+    """One folder under the cache root, as ``zoobench cache list`` shows it."""
+
+    key: str
+    path: Path
+    state: str  # complete | partial | broken
+    config: str
+    pillow: str
+    n_images: int | None
+    size: int
+    created: str
+
+
+def folder_size(path: Path) -> int:
+    total = 0
+    for top, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, name)).st_size
+    return total
+
+
+def _entry(path: Path) -> Entry:
+    index = read_index(path) if not path.name.endswith(PARTIAL_SUFFIX) else None
+    key = path.name.removesuffix(PARTIAL_SUFFIX)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
+    if index is None:
+        state = "partial" if path.name.endswith(PARTIAL_SUFFIX) else "broken"
+        return Entry(key, path, state, "?", "?", None, folder_size(path), created)
+    config = index.get("config") if isinstance(index.get("config"), dict) else {}
+    n = index.get("n_images") if isinstance(index.get("n_images"), int) else None
+    try:
+        pc = PixelConfig(int(config["resize_size"]), int(config["crop_size"]), str(config["interpolation"]))
+        text, ok = pc.describe(), n is not None and pixels_problem(path, n, pc.crop_size) is None
+    except (KeyError, TypeError, ValueError):
+        text, ok = "?", False
+    return Entry(key, path, "complete" if ok else "broken", text, str(index.get("pillow", "?")), n,
+                 folder_size(path), str(index.get("created") or created))
+
+
+def list_caches(root: Path) -> list[Entry]:
+    """Every cache folder (complete, partial or broken) under ``root``, by key."""
+    if not root.is_dir():
+        return []
+    return sorted((_entry(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda e: (e.key, e.path.name))
+
+
+def clear(root: Path, keys: list[str], everything: bool) -> list[Entry]:
+    """Remove the caches named by ``keys`` (complete and partial folders), or all; returns them.
+    Raises KeyError naming the first key that matches nothing (before removing anything)."""
+    entries = list_caches(root)
+    if not everything:
+        unknown = [k for k in keys if not any(e.key == k for e in entries)]
+        if unknown:
+            raise KeyError(unknown[0])
+        entries = [e for e in entries if e.key in keys]
+    for e in entries:
+        shutil.rmtree(e.path, ignore_errors=True)
+    return entries
