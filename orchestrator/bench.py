@@ -30,6 +30,7 @@ from .pixelcache import PixelConfig
 REQUEST_FILE = "request.json"
 PARTIAL_SUFFIX = ".partial"
 OUTPUTS = ("predictions.npz", "run.json")
+OUT_MOUNT = "/out"  # where `predict run` writes inside the container (a fresh folder per run)
 
 
 class BenchError(ValueError):
@@ -150,6 +151,22 @@ def plan_jobs(
         raise BenchError(f"--model {', '.join(missing)}: matches no model of this profile; give a model name or "
                          "IMAGE/MODEL that manifests/profiles.yaml lists for it (`zoobench models IMAGE` lists names)")
     return jobs
+
+
+def predict_run_args(job: Job, batch_size: int, device: str, data_path: str, weights: str,
+                     pixels: bool = False) -> list[str]:
+    """The arguments of ``predict run`` for one job: the one place they are made, for a local run
+    (:class:`Bench`) and for a rendered Kubernetes Job (:mod:`orchestrator.k8s`) alike. ``data_path``
+    and ``weights`` are as the container sees them; the outputs go to :data:`OUT_MOUNT`."""
+    args = ["run", "--model", job.model, "--data", data_path, "--out", OUT_MOUNT,
+            "--batch-size", str(batch_size), "--weights", weights, "--device", device, "--precision", job.precision]
+    if job.limit:
+        args += ["--limit", str(job.limit)]
+    if job.preprocess:
+        args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
+    if pixels:
+        args += ["--pixels", pixelcache.MOUNT]
+    return args
 
 
 def check_preprocessing(image: str, model: str, default: dict[str, Any], override: dict[str, Any]) -> None:
@@ -344,16 +361,7 @@ class Bench:
 
     def _args(self, job: Job, batch: int, gpu: str | None, pixels: bool = False) -> list[str]:
         weights = self.weights_binds[job.weights].target if job.weights in self.weights_binds else job.weights
-        args = ["run", "--model", job.model, "--data", self.data.path, "--out", "/out",
-                "--batch-size", str(batch), "--weights", weights, "--device", "cuda" if gpu is not None else "cpu",
-                "--precision", job.precision]
-        if job.limit:
-            args += ["--limit", str(job.limit)]
-        if job.preprocess:
-            args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
-        if pixels:
-            args += ["--pixels", pixelcache.MOUNT]
-        return args
+        return predict_run_args(job, batch, "cuda" if gpu is not None else "cpu", self.data.path, weights, pixels)
 
     # ------------------------------------------------------------ pixel cache
 
@@ -386,7 +394,7 @@ class Bench:
     def _build_cache(self, group: pixelcache.Group, partial: Path) -> str | None:
         """``predict cache`` into ``partial`` in a locked-down container; None when it exited 0."""
         c = group.config
-        args = ["cache", "--data", self.data.path, "--out", "/out", "--resize-size", str(c.resize_size),
+        args = ["cache", "--data", self.data.path, "--out", OUT_MOUNT, "--resize-size", str(c.resize_size),
                 "--crop-size", str(c.crop_size), "--interpolation", c.interpolation,
                 "--workers", str(os.cpu_count() or 1)]
         if group.limit:

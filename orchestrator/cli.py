@@ -36,7 +36,10 @@ weights_app = typer.Typer(no_args_is_help=True, help="Fetch pretrained weights i
 cache_app = typer.Typer(no_args_is_help=True, help="List and clear the pixel caches (decoded crops shared by models).")
 app.add_typer(images_app, name="images")
 app.add_typer(weights_app, name="weights")
+k8s_app = typer.Typer(no_args_is_help=True, help="Render a bench for Kubernetes: one Indexed Job per image "
+                      "(rendered and schema-checked here, not run).")
 app.add_typer(cache_app, name="cache")
+app.add_typer(k8s_app, name="k8s")
 try:
     from .data.cli import data_app
 
@@ -69,13 +72,23 @@ def image_tags(manifest_dir: Path, variant: str) -> dict[str, str]:
     return {name: images.image_tag(spec, variant, ROOT) for name, spec in specs.items()}
 
 
+def listing_file(tag: str) -> Path:
+    """Where an image's `predict list` is cached (per tag: tags are content hashes)."""
+    return CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}.json"
+
+
+def cached_listing(tag: str) -> list[dict[str, Any]] | None:
+    """The cached `predict list` of an image tag, or None when no run has listed that image yet."""
+    cache = listing_file(tag)
+    return json.loads(cache.read_text()) if cache.is_file() else None
+
+
 def served_models(client: Any, tag: str) -> dict[str, dict[str, Any]]:
     """The image's `predict list` as name -> spec, cached per image tag (tags are content hashes)."""
-    cache = CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}.json"
-    if cache.is_file():
-        listing = json.loads(cache.read_text())
-    else:
+    listing = cached_listing(tag)
+    if listing is None:
         listing = containers.predict_json(client, tag, "list")
+        cache = listing_file(tag)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(listing))
     return {m["name"]: m for m in listing}
@@ -318,7 +331,7 @@ def models_cmd(
     if image not in tags:
         raise BenchError(f"unknown image {image!r}; manifests/images.yaml defines {', '.join(sorted(tags))}")
     containers.require_image(client, tags[image])
-    listing = containers.predict_json(client, tags[image], "list")
+    listing = list(served_models(client, tags[image]).values())  # cached: `k8s render` can use it offline
     table = Table(title=f"{image} ({tags[image]}): {len(listing)} models")
     for col in ("model", "crop", "resize", "interp", "mode", "weights"):
         table.add_column(col)
@@ -480,6 +493,67 @@ def cache_clear(
         console.print(f"removed {e.path.name} ({e.state}, {pixelcache.size_text(e.size)})", highlight=False)
     console.print(f"removed {len(removed)} cache folder(s), {pixelcache.size_text(sum(e.size for e in removed))} freed",
                   highlight=False)
+
+
+@k8s_app.command("render")
+def k8s_render(
+    profile: str = typer.Option(..., "--profile", "-p", help="bench profile from manifests/profiles.yaml"),
+    data_claim: str = typer.Option(..., "--data-claim", help="PersistentVolumeClaim holding the validation images"),
+    results_claim: str = typer.Option(..., "--results-claim", help="PersistentVolumeClaim the results go to"),
+    weights_claim: Optional[str] = typer.Option(None, "--weights-claim",
+                                                help="PersistentVolumeClaim holding .cache/weights (read-only)"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="cpu|cuda; default cuda with --gpus, else cpu"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1,
+                                       help="models running at once per image (the Job's parallelism, one GPU "
+                                            "each for cuda); default 1"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="namespace of the Jobs (default: kubectl's)"),
+    image_registry: Optional[str] = typer.Option(None, "--image-registry",
+                                                 help="prefix of the image references, e.g. registry.example.com/team"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for the YAML files (default k8s/PROFILE)"),
+    data_path: str = typer.Option("/data", "--data-path", help="where the pods mount the data claim"),
+    models_from: Optional[list[str]] = typer.Option(None, "--models-from",
+                                                    help="IMAGE=FILE: that image's `predict list` JSON (repeatable)"),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="only these models (repeatable)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    weights: Optional[str] = typer.Option(None, "--weights", help="override the profile: imagenet|imagenet:VARIANT|random"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="override the profile: fp32|tf32|bf16"),
+    manifests: Path = ManifestOpt,
+) -> None:
+    """Write one batch/v1 Indexed Job per image of a profile (one completion index per model) and a README."""
+    from . import k8s
+
+    target = k8s.Target(
+        profile=profile,
+        data_claim=k8s.check_name(data_claim, "--data-claim"),
+        results_claim=k8s.check_name(results_claim, "--results-claim"),
+        weights_claim=k8s.check_name(weights_claim, "--weights-claim") if weights_claim is not None else None,
+        variant=k8s.check_variant(variant or ("cuda" if gpus else "cpu")),
+        parallelism=gpus or 1,
+        namespace=k8s.check_name(namespace, "--namespace", label=True) if namespace is not None else None,
+        registry=k8s.check_registry(image_registry),
+        data_path=k8s.check_data_path(data_path),
+    )
+    k8s.check_weights(weights)
+    if precision is not None:
+        check_precision(precision)
+    prof = get_profile(profile, manifests)
+    models_manifest = load_models(manifests)
+    tags = image_tags(manifests, target.variant)
+    note = lambda m: console.print(f"note: {m}", highlight=False, soft_wrap=True)  # noqa: E731
+    served = k8s.served_offline(prof, tags, cached_listing, k8s.parse_models_from(models_from, list(prof.models)),
+                                note)
+    jobs = plan_jobs(prof, models_manifest, tags, served, only=model, batch_size=batch_size, weights=weights,
+                     limit=limit, precision=precision)
+    if not jobs:
+        raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")
+    rendered = k8s.render(jobs, target, note)
+    folder = out_dir or ROOT / "k8s" / profile
+    for path in k8s.write(folder, rendered, target, sample=prof.data == "sample"):
+        out.print(str(path), highlight=False, soft_wrap=True)
+    console.print(f"{len(rendered)} Indexed Job(s), {len(jobs)} model(s), in {folder}: "
+                  f"`kubectl apply -f {folder}`; {folder / k8s.README} says how to collect and rank the results",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()
