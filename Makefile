@@ -7,7 +7,7 @@ VARIANT ?= $(if $(GPUS),cuda,cpu)
 DATA    ?=
 GPUS    ?=
 
-.PHONY: install docker images bench test test-unit benchmark lock clean
+.PHONY: install docker images bench test test-unit benchmark benchmark-suite lock clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ test-unit: install
 
 benchmark: install docker images
 	$(VENV)/bin/python tests/benchmarks/bench_predict.py
+
+benchmark-suite: install docker images
+	$(VENV)/bin/python tests/benchmarks/bench_suite.py
 
 # Re-resolve the image locks with uv: every package pinned, the sha256 of every file PyPI publishes,
 # wheels only, for the CPythons each lock's images use (images/uv/<pythons>/pyproject.toml).

@@ -129,14 +129,15 @@ def plan_jobs(
                     continue
                 matched |= hits
             settings = models_manifest.settings(image, model)
-            own = available[model].get("preprocessing", {})
+            chosen = weights or profile.weights_for(image)
+            own = variant_preprocessing(available[model], chosen)
             check_preprocessing(image, model, own, settings.preprocess)
             jobs.append(
                 Job(
                     image=image,
                     tag=tags[image],
                     model=model,
-                    weights=weights or profile.weights_for(image),
+                    weights=chosen,
                     batch_size=batch_size or settings.batch_size or models_manifest.defaults.batch_size,
                     timeout_s=settings.timeout_s or models_manifest.defaults.timeout_s,
                     preprocess=settings.preprocess,
@@ -177,6 +178,16 @@ def check_preprocessing(image: str, model: str, default: dict[str, Any], overrid
         (Preprocessing.from_dict(default) if default else Preprocessing()).override(override)
     except (ValueError, TypeError) as exc:
         raise BenchError(f"manifests/models.yaml: models.{image}/{model}.preprocessing: {exc}; fix the entry") from None
+
+
+def variant_preprocessing(listing: dict[str, Any], weights: str) -> dict[str, Any]:
+    """The preprocessing of the weights a job loads: ``imagenet:VARIANT`` has its own when the image
+    lists it (``weights_variants`` in `predict list`: torchvision's V1 and V2 weights differ)."""
+    if weights.startswith("imagenet:"):
+        variant = listing.get("weights_variants", {}).get(weights.split(":", 1)[1])
+        if variant is not None:
+            return variant
+    return listing.get("preprocessing", {})
 
 
 def pixel_config(default: dict[str, Any], override: dict[str, Any]) -> PixelConfig | None:

@@ -90,3 +90,14 @@ def test_predict_run_arguments_carry_precision_and_pixels():
     plain = bench._args(Job("img", "t", "m", "random", 8, 60, {}, None), 8, None)
     assert "--pixels" not in plain and plain[plain.index("--precision") + 1] == "fp32"
     assert plain[plain.index("--device") + 1] == "cpu"
+
+
+def test_a_weights_variant_brings_its_own_preprocessing():
+    from orchestrator.bench import variant_preprocessing
+
+    listing = {"preprocessing": {"resize_size": 232, "crop_size": 224},
+               "weights_variants": {"IMAGENET1K_V1": {"resize_size": 256, "crop_size": 224}}}
+    assert variant_preprocessing(listing, "imagenet:IMAGENET1K_V1")["resize_size"] == 256
+    assert variant_preprocessing(listing, "imagenet")["resize_size"] == 232
+    assert variant_preprocessing(listing, "imagenet:UNKNOWN")["resize_size"] == 232  # the runner refuses it
+    assert variant_preprocessing({"preprocessing": {"crop_size": 1}}, "random") == {"crop_size": 1}

@@ -94,6 +94,13 @@ def test_list_and_info(image_tags, listings, image):
         assert m["framework"] == framework and m["num_classes"] == 1000 and m["weights"]
         assert 0 < p["crop_size"] <= p["resize_size"] and p["interpolation"] and p["mode"]
         assert isinstance(m["weights_bundled"], bool)
+    for m in listing:  # a weights variant trained with other transforms lists them
+        for variant, prep in m.get("weights_variants", {}).items():
+            assert 0 < prep["crop_size"] <= prep["resize_size"], (m["name"], variant)
+    if image == "pytorch":  # the published table's ResNet-50 (V1) was evaluated at resize 256, V2 at 232
+        resnet50 = next(m for m in listing if m["name"] == "resnet50")
+        assert resnet50["weights_variants"]["IMAGENET1K_V1"]["resize_size"] == 256
+        assert resnet50["preprocessing"]["resize_size"] == 232
     info = json.loads(docker_run(image_tags[image], "info").stdout)
     assert info["framework"] == framework and info["python"] and info["framework_version"] and info["numpy"]
     assert info["image_tag"] == image_tags[image]

@@ -79,6 +79,9 @@ class Backend(Protocol):
         """NHWC float32 batch -> float32 logits (N x num_classes)."""
         ...
 
+    # Optional: ``preprocessing_for(spec, weights) -> Preprocessing``, the preprocessing of the weights
+    # ``weights`` selects when a variant (``imagenet:VARIANT``) was trained with other transforms; its
+    # `predict list` entry then lists them as ``weights_variants``.
     # Optional: ``weights_path(spec, weights) -> str | None``, the file the last ``load`` of
     # ``spec`` read its ``imagenet`` weights from (None: random or built in code). The CLI records
     # that file's sha256 in run.json, so a changed weights cache is noticed.

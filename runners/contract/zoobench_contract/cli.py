@@ -265,8 +265,9 @@ def run(
         fail(f"--logits-dtype {logits_dtype!r}: use float16 or float32")
     backend = load_backend()
     spec = find_model(backend, model)
+    base = backend.preprocessing_for(spec, weights) if hasattr(backend, "preprocessing_for") else spec.preprocessing
     try:
-        prep = spec.preprocessing.override(parse_overrides(preprocess_json))
+        prep = base.override(parse_overrides(preprocess_json))
     except (ValueError, TypeError) as exc:
         fail(f"--preprocess: {exc}")
     paths = list_images(data)[:limit] if limit else list_images(data)

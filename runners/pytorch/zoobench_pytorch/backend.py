@@ -55,7 +55,8 @@ class Backend:
         self._weights = torchvision_classifiers()
         self._specs = {
             name: ModelSpec(name, preprocessing_of(w), f"torchvision:{type(w).__name__}.{w.name}",
-                            extra={"published_acc1": _acc1(w)})
+                            extra={"published_acc1": _acc1(w), "weights_variants": {
+                                v.name: preprocessing_of(v).to_dict() for v in tvm.get_model_weights(name)}})
             for name, w in sorted(self._weights.items())
         }
         self._specs[LITE0] = ModelSpec(LITE0, EFFICIENTNET_LITE0, LITE0_WEIGHTS, weights_bundled=True)
@@ -100,6 +101,13 @@ class Backend:
                 f"--weights {weights}: {name} has no variant {variant}; known: {', '.join(enum.__members__)}"
             )
         return enum[variant]
+
+    def preprocessing_for(self, spec: ModelSpec, weights: str) -> Preprocessing:
+        """``imagenet:VARIANT`` weights come with their own transforms (IMAGENET1K_V1 of ResNet-50:
+        resize 256; the default V2: resize 232)."""
+        if spec.name == LITE0 or not weights.startswith("imagenet:"):
+            return spec.preprocessing
+        return preprocessing_of(self._weights_enum(spec.name, weights))
 
     @staticmethod
     def _checkpoint_path(w: Any) -> Path:
