@@ -45,7 +45,9 @@ def make_images(out: Path, n: int) -> Path:
 
 
 def docker(tag: str, args: list[str], data: Path, out: Path | None = None, entry: str | None = None) -> str:
-    cmd = ["docker", "run", "--rm", "--network", "none", "-v", f"{data}:/data:ro",
+    """``docker run`` of one image with the data and these scripts mounted; RuntimeError on failure.
+    (shm 1g: a torch DataLoader with workers needs more than Docker's 64 MB.)"""
+    cmd = ["docker", "run", "--rm", "--network", "none", "--shm-size", "1g", "-v", f"{data}:/data:ro",
            "-v", f"{Path(__file__).parent}:/bench:ro"]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,7 @@ def docker(tag: str, args: list[str], data: Path, out: Path | None = None, entry
         cmd += ["--entrypoint", entry]
     proc = subprocess.run(cmd + [tag, *args], capture_output=True, text=True)
     if proc.returncode:
-        sys.exit(f"benchmark failed in {tag}: {proc.stderr.strip()[-400:]}")
+        raise RuntimeError(f"{' '.join(args[:2])} failed in {tag}: {proc.stderr.strip()[-600:]}")
     return proc.stdout
 
 
@@ -103,4 +105,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RuntimeError as exc:
+        sys.exit(f"benchmark failed: {exc}")

@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 from orchestrator import datascan, images  # noqa: E402
 from orchestrator.data.sample import make_sample  # noqa: E402
 from zoobench_contract.dataset import list_images  # noqa: E402
+from bench_predict import docker  # noqa: E402  (same folder: one docker-run helper for both benchmarks)
 
 ZB = str(ROOT / ".venv" / "bin" / "zoobench")
 HASH_CACHE = ROOT / ".cache" / "datascan"  # where `zoobench run` keeps the per-file hashes (orchestrator/cli.py)
 PIXEL_ENV = "ZOOBENCH_PIXEL_CACHE"  # orchestrator/pixelcache.py: the pixel cache root
-BENCH_DIR = Path(__file__).resolve().parent
 
 SUITE = {
     "pytorch": ["resnet18", "mobilenet_v3_small", "squeezenet1_1"],
@@ -137,21 +137,6 @@ def make_manifests(work: Path) -> Path:
 
 
 # ------------------------------------------------------------------ docker and zoobench
-
-def docker(tag: str, args: list[str], data: Path, out: Path | None = None, entry: str | None = None) -> str:
-    cmd = ["docker", "run", "--rm", "--network", "none", "--shm-size", "1g", "-v", f"{data}:/data:ro",
-           "-v", f"{BENCH_DIR}:/bench:ro"]
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        out.chmod(0o777)
-        cmd += ["-v", f"{out}:/out"]
-    if entry:
-        cmd += ["--entrypoint", entry]
-    proc = subprocess.run(cmd + [tag, *args], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(args[:2])} failed in {tag}: {proc.stderr.strip()[-600:]}")
-    return proc.stdout
-
 
 def last_json(stdout: str) -> dict:
     return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
