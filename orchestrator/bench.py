@@ -130,8 +130,8 @@ def plan_jobs(
                 matched |= hits
             settings = models_manifest.settings(image, model)
             chosen = weights or profile.weights_for(image)
-            own = variant_preprocessing(available[model], chosen)
-            check_preprocessing(image, model, own, settings.preprocess)
+            effective = check_preprocessing(image, model, variant_preprocessing(available[model], chosen),
+                                            settings.preprocess)
             jobs.append(
                 Job(
                     image=image,
@@ -144,7 +144,7 @@ def plan_jobs(
                     limit=limit or profile.limit,
                     memory=settings.memory or models_manifest.defaults.memory,
                     precision=precision or profile.precision_for(image),
-                    pixels=pixel_config(own, settings.preprocess),
+                    pixels=PixelConfig.from_preprocessing(effective) if effective is not None else None,
                 )
             )
     missing = [o for o in only or [] if o not in matched]
@@ -170,13 +170,14 @@ def predict_run_args(job: Job, batch_size: int, device: str, data_path: str, wei
     return args
 
 
-def check_preprocessing(image: str, model: str, default: dict[str, Any], override: dict[str, Any]) -> None:
-    """The model's own preprocessing with the manifest's override applied must be valid."""
-    if not override:
-        return
+def check_preprocessing(image: str, model: str, default: dict[str, Any], override: dict[str, Any]) -> Preprocessing | None:
+    """The model's own preprocessing with the manifest's override applied, which must be valid when
+    there is an override. None when the model's own cannot be read (then its job gets no pixel cache)."""
     try:
-        (Preprocessing.from_dict(default) if default else Preprocessing()).override(override)
+        return (Preprocessing.from_dict(default) if default else Preprocessing()).override(override)
     except (ValueError, TypeError) as exc:
+        if not override:
+            return None
         raise BenchError(f"manifests/models.yaml: models.{image}/{model}.preprocessing: {exc}; fix the entry") from None
 
 
@@ -188,14 +189,6 @@ def variant_preprocessing(listing: dict[str, Any], weights: str) -> dict[str, An
         if variant is not None:
             return variant
     return listing.get("preprocessing", {})
-
-
-def pixel_config(default: dict[str, Any], override: dict[str, Any]) -> PixelConfig | None:
-    """The crop a model's effective preprocessing makes; None when it cannot be worked out (no cache)."""
-    try:
-        return PixelConfig.of(default, override)
-    except (ValueError, TypeError, KeyError):
-        return None
 
 
 def check_precision(value: str, what: str = "--precision") -> None:
@@ -317,10 +310,7 @@ class Bench:
                 todo.put(job)
         self._prepare_pixels(pending)
         lock = threading.Lock()
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console, transient=False,
-        ) as progress:
+        with self._progress() as progress:
             overall = progress.add_task("models", total=len(self.jobs), completed=summary.count("reused"), detail="")
 
             def worker(gpu: str | None, name: str, finished: threading.Event) -> None:
@@ -399,6 +389,13 @@ class Bench:
             if folder is not None:
                 self.pixel_dirs.update({j.run_name: folder for j in group.jobs})
 
+    def _progress(self) -> Progress:
+        """The live display of model lanes and cache builds: description, bar, count, detail, time."""
+        return Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console, transient=False,
+        )
+
     def _note(self, message: str) -> None:
         self.console.print(f"note: {message}", highlight=False, soft_wrap=True)
 
@@ -410,10 +407,7 @@ class Bench:
                 "--workers", str(os.cpu_count() or 1)]
         if group.limit:
             args += ["--limit", str(group.limit)]
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console, transient=False,
-        ) as progress:
+        with self._progress() as progress:
             task = progress.add_task(f"pixels {c.describe()}", total=group.n_images, detail="starting")
 
             def on_progress(p: dict[str, Any]) -> None:

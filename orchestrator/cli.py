@@ -18,6 +18,7 @@ from rich.table import Table
 
 from zoobench_contract.clitools import run_app
 from zoobench_contract.dataset import DataError, list_images
+from zoobench_contract.outputs import write_json
 
 from . import containers, datascan, images, mounts, pixelcache, runlock
 from .bench import (Bench, BenchError, DataMount, PixelSettings, check_precision, lane_plan, plan_jobs,
@@ -72,42 +73,37 @@ def image_tags(manifest_dir: Path, variant: str) -> dict[str, str]:
     return {name: images.image_tag(spec, variant, ROOT) for name, spec in specs.items()}
 
 
-def listing_file(tag: str) -> Path:
-    """Where an image's `predict list` is cached (per tag: tags are content hashes)."""
-    return CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}.json"
+def predict_cache_file(tag: str, command: str = "list") -> Path:
+    """Where an image's `predict list` (or `info`) is cached, per tag: tags are content hashes."""
+    suffix = "" if command == "list" else f".{command}"
+    return CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}{suffix}.json"
 
 
 def cached_listing(tag: str) -> list[dict[str, Any]] | None:
     """The cached `predict list` of an image tag, or None when no run has listed that image yet."""
-    cache = listing_file(tag)
+    cache = predict_cache_file(tag)
     return json.loads(cache.read_text()) if cache.is_file() else None
 
 
-def served_models(client: Any, tag: str) -> dict[str, dict[str, Any]]:
-    """The image's `predict list` as name -> spec, cached per image tag (tags are content hashes)."""
-    listing = cached_listing(tag)
-    if listing is None:
-        listing = containers.predict_json(client, tag, "list")
-        cache = listing_file(tag)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(listing))
-    return {m["name"]: m for m in listing}
-
-
-def image_info(client: Any, tag: str) -> dict[str, Any]:
-    """The image's `predict info`, cached per image tag like `predict list`."""
-    cache = CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}.info.json"
+def cached_predict_json(client: Any, tag: str, command: str) -> Any:
+    """`predict COMMAND` (list, info) of an image, run once per tag and cached atomically (a bench
+    reading it while another writes it never sees half a file)."""
+    cache = predict_cache_file(tag, command)
     if cache.is_file():
         return json.loads(cache.read_text())
-    info = containers.predict_json(client, tag, "info")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(info))
-    return info
+    answer = containers.predict_json(client, tag, command)
+    write_json(cache, answer)
+    return answer
+
+
+def served_models(client: Any, tag: str) -> dict[str, dict[str, Any]]:
+    """The image's `predict list` as name -> spec, cached per image tag."""
+    return {m["name"]: m for m in cached_predict_json(client, tag, "list")}
 
 
 def pillow_version(client: Any, tag: str) -> str:
     """The Pillow version of an image (what its pixel crops depend on)."""
-    version = image_info(client, tag).get("pillow")
+    version = cached_predict_json(client, tag, "info").get("pillow")
     if not version:
         raise BenchError(f"`predict info` of {tag} names no Pillow version; rebuild the image")
     return str(version)

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -56,13 +56,17 @@ class PixelConfig:
     interpolation: str
 
     @classmethod
+    def from_preprocessing(cls, prep: Preprocessing) -> "PixelConfig":
+        """The fields of ``prep`` the crop depends on (the contract's ``Preprocessing.pixel_config``)."""
+        return cls(**prep.pixel_config())
+
+    @classmethod
     def of(cls, default: dict[str, Any], override: dict[str, Any]) -> "PixelConfig":
         """The effective config of a model: its own preprocessing with the manifest's override."""
-        prep = (Preprocessing.from_dict(default) if default else Preprocessing()).override(override)
-        return cls(prep.resize_size, prep.crop_size, prep.interpolation)
+        return cls.from_preprocessing((Preprocessing.from_dict(default) if default else Preprocessing()).override(override))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"resize_size": self.resize_size, "crop_size": self.crop_size, "interpolation": self.interpolation}
+        return asdict(self)
 
     def describe(self) -> str:
         return f"resize {self.resize_size} crop {self.crop_size} {self.interpolation}"
