@@ -141,10 +141,9 @@ def loaded_weights_file(backend: Backend, spec: ModelSpec, weights: str) -> str 
 
 
 def configure_precision(backend: Backend, precision: str, device: str) -> dict[str, Any]:
-    """Apply ``--precision`` through the backend's optional ``configure(precision, device)``; a backend
-    without it serves fp32 only."""
-    if precision not in PRECISIONS:
-        fail(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    """Apply ``--precision`` (one of :data:`PRECISIONS`, checked by ``run`` before the framework is
+    imported) through the backend's optional ``configure(precision, device)``; a backend without it
+    serves fp32 only."""
     if hasattr(backend, "configure"):
         return backend.configure(precision, device)
     if precision != "fp32":
