@@ -268,13 +268,17 @@ class Bench:
         weights_binds: dict[str, Bind] | None = None,
         jobs_per_gpu: int = 1,
         pixels: PixelSettings | None = None,
+        peers: list[Job] | None = None,
     ) -> None:
+        """``peers``: jobs of the same bench that run elsewhere (the other tasks of a Slurm array); they
+        count when deciding which jobs share a pixel cache, so one task builds the cache they all read."""
         self.client, self.jobs, self.console, self.force = client, jobs, console, force
         self.data, self.results_dir, self.weights_dir = data, results_dir, weights_dir
         self.gpus, self.run_id = gpus, run_id
         self.lanes = lane_plan(gpus, jobs_per_gpu)
         self.weights_binds = weights_binds or {}
         self.pixels = pixels
+        self.peers = peers or []
         self.pixel_dirs: dict[str, Path] = {}  # run name -> cache folder mounted at /pixels
         self.cancel = threading.Event()
         self.image_ids = {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
@@ -284,31 +288,46 @@ class Bench:
     def labels(self) -> dict[str, str]:
         return {containers.LABEL_RESULTS: str(self.results_dir.resolve()), containers.LABEL_RUN: self.run_id}
 
-    def run(self) -> BenchSummary:
-        left = containers.remove_containers(self.client, self.labels[containers.LABEL_RESULTS], keep_run=self.run_id)
-        if left:
-            self.console.print(f"removed {left} container(s) left by an interrupted run on this results folder")
-        for stale in self.results_dir.glob(f"*{PARTIAL_SUFFIX}"):
-            shutil.rmtree(stale, ignore_errors=True)
+    def run(self, clean: bool = True) -> BenchSummary:
+        """Run every unfinished job. ``clean``: first remove what a dead run left on the results folder
+        (its containers, ``.partial`` folders); a Slurm task, one of many sharing the folder, does not."""
+        if clean:
+            self.clean()
         try:
             return self._run()
         finally:
             containers.kill_run(self.client, self.run_id)
 
+    def clean(self) -> int:
+        """Remove the containers and ``.partial`` folders that an interrupted run left on the results folder
+        (only the holder of the folder's lock calls this); returns the number of containers removed."""
+        left = containers.remove_containers(self.client, self.labels[containers.LABEL_RESULTS], keep_run=self.run_id)
+        if left:
+            self.console.print(f"removed {left} container(s) left by an interrupted run on this results folder")
+        for stale in self.results_dir.glob(f"*{PARTIAL_SUFFIX}"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return left
+
     def request(self, job: Job) -> dict[str, Any]:
         return job.request(self.image_ids[job.tag], self.data.digests[job.limit], self.weights_sha.get(job.weights))
 
-    def _run(self) -> BenchSummary:
-        summary = BenchSummary()
-        todo: queue.Queue[Job] = queue.Queue()
-        pending = []
+    def split(self) -> tuple[list[Outcome], list[Job]]:
+        """The resume check, the one place it is made: (reused outcomes, jobs still to run)."""
+        reused, pending = [], []
         for job in self.jobs:
             if not self.force and finished(self.results_dir / job.run_name, self.request(job)):
-                summary.outcomes.append(Outcome(job, "reused", "finished earlier with the same image, weights and data"))
+                reused.append(Outcome(job, "reused", "finished earlier with the same image, weights and data"))
             else:
                 pending.append(job)
-                todo.put(job)
-        self._prepare_pixels(pending)
+        return reused, pending
+
+    def _run(self) -> BenchSummary:
+        reused, pending = self.split()
+        summary = BenchSummary(list(reused))
+        todo: queue.Queue[Job] = queue.Queue()
+        for job in pending:
+            todo.put(job)
+        self._prepare_pixels(pending + self.peers if pending else [])
         lock = threading.Lock()
         with self._progress() as progress:
             overall = progress.add_task("models", total=len(self.jobs), completed=summary.count("reused"), detail="")

@@ -20,8 +20,8 @@ from zoobench_contract.clitools import run_app
 from zoobench_contract.dataset import DataError, list_images
 from zoobench_contract.outputs import write_json
 
-from . import containers, datascan, images, mounts, pixelcache, runlock
-from .bench import (Bench, BenchError, DataMount, PixelSettings, check_precision, lane_plan, plan_jobs,
+from . import containers, datascan, images, mounts, pixelcache, runlock, slurm
+from .bench import (PARTIAL_SUFFIX, Bench, BenchError, DataMount, PixelSettings, check_precision, lane_plan, plan_jobs,
                     summary_rows)
 from .manifests import MANIFEST_DIR, ManifestError, get_profile, load_models
 
@@ -41,6 +41,8 @@ k8s_app = typer.Typer(no_args_is_help=True, help="Render a bench for Kubernetes:
                       "(rendered and schema-checked here, not run).")
 app.add_typer(cache_app, name="cache")
 app.add_typer(k8s_app, name="k8s")
+slurm_app = typer.Typer(no_args_is_help=True, help="Follow and stop benches submitted with --engine slurm.")
+app.add_typer(slurm_app, name="slurm")
 try:
     from .data.cli import data_app
 
@@ -50,8 +52,11 @@ except ImportError:  # pragma: no cover - only while the data package is absent
 
 ManifestOpt = typer.Option(MANIFEST_DIR, "--manifests", help="folder of YAML manifests")
 MixedOpt = typer.Option(False, "--mixed-precision", help="rank runs of different precisions together")
+LabelsOpt = typer.Option(None, "--labels", help="real (the ReaL labels), or a CSV filename,wnid "
+                         "(default: synset folder names)")
 CacheDirOpt = typer.Option(None, "--cache-dir",
                            help=f"pixel cache folder (default ${pixelcache.ROOT_ENV} or .cache/pixels)")
+ENGINES = ("local", "slurm")
 VariantOpt = typer.Option(None, "--variant", help="image variant (cpu|cuda); default cuda with --gpus, else cpu")
 
 
@@ -178,7 +183,7 @@ def run(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     weights: Optional[str] = typer.Option(None, "--weights", help="override the profile: imagenet|random|PATH"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV filename,wnid for the ranking (else: synset folders)"),
+    labels: Optional[str] = LabelsOpt,
     force: bool = typer.Option(False, "--force", help="re-run models that already finished"),
     build: bool = typer.Option(True, "--build/--no-build", help="build missing images first"),
     fmt: str = typer.Option("table", "--format", help="ranking format: table|markdown|csv|json"),
@@ -187,20 +192,45 @@ def run(
     jobs_per_gpu: int = typer.Option(1, "--jobs-per-gpu", min=1, help="models sharing each GPU at a time"),
     pixel_cache: bool = typer.Option(True, "--pixel-cache/--no-pixel-cache",
                                      help="decode each image set once per pixel configuration, shared by the models"),
+    engine: str = typer.Option("local", "--engine", help="local (this host) | slurm (one job array, a task per model)"),
+    runtime: str = typer.Option("docker", "--runtime", help="container runtime: docker | podman (its Docker API)"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition", rich_help_panel="Slurm"),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account", rich_help_panel="Slurm"),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="Slurm time limit per task, e.g. 2:00:00",
+                                             rich_help_panel="Slurm"),
+    gres: Optional[str] = typer.Option(None, "--gres", help="Slurm gres per task (default gpu:1 for the cuda "
+                                       "variant, none for cpu)", rich_help_panel="Slurm"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="Slurm: at most N tasks at once",
+                                               rich_help_panel="Slurm"),
+    sbatch_arg: Optional[list[str]] = typer.Option(None, "--sbatch-arg", help="extra sbatch arguments (repeatable)",
+                                                   rich_help_panel="Slurm"),
+    images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Slurm: a shared folder of `zoobench images "
+                                              "export`; a node lacking an image loads it from there",
+                                              rich_help_panel="Slurm"),
     manifests: Path = ManifestOpt,
 ) -> None:
-    """Run a bench profile: one container per model, then print the ranking."""
-    from .labels import labels_for
+    """Run a bench profile: one container per model (on this host or as a Slurm array), then print the ranking."""
+    from .labels import parse_labels, truth_for
     from .ranking import FORMATS, RankError, run_rank
 
     # Everything that can be checked is checked before the first container (or build) starts.
     if fmt not in FORMATS:
         raise RankError(f"--format {fmt!r}: use one of {'|'.join(FORMATS[:-1])}")
-    if labels is not None and not labels.is_file():
-        raise BenchError(f"--labels {labels}: no such file; pass a CSV with columns filename,wnid")
+    labels = parse_labels(labels)
+    if isinstance(labels, Path) and not labels.is_file():
+        raise BenchError(f"--labels {labels}: no such file; pass real or a CSV with columns filename,wnid")
     check_weights_option(weights)
     if precision is not None:
         check_precision(precision)
+    if engine not in ENGINES:
+        raise BenchError(f"--engine {engine!r}: use one of {'|'.join(ENGINES)}")
+    if runtime not in containers.RUNTIMES:
+        raise BenchError(f"--runtime {runtime!r}: use one of {'|'.join(containers.RUNTIMES)}")
+    if engine == "slurm" and gpus:
+        raise BenchError("--gpus picks GPUs of this host; with --engine slurm each task gets its GPU from Slurm "
+                         "(--variant cuda asks for --gres gpu:1)")
+    if images_dir is not None and not images_dir.is_dir():
+        raise BenchError(f"--images-dir {images_dir}: no such folder; fill it with `zoobench images export`")
     prof = get_profile(profile, manifests)
     models_manifest = load_models(manifests)
     gpu_list = parse_gpus(gpus)
@@ -224,7 +254,8 @@ def run(
         raise BenchError(f"results folder {results}: {exc.strerror or exc}; make it writable, free space "
                          "or pass another --results") from None
     try:
-        client = containers.connect()
+        slurm.refuse_if_live(results)  # an array of an earlier run may still write here
+        client = containers.connect(runtime)
         if data is None:
             data = sample_data()
             data_path, binds, _ = mounts.data_binds(data)
@@ -241,7 +272,7 @@ def run(
         if not jobs:
             raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")
         scanned, digests = scan_data(data, jobs, results)
-        labels_for(scanned, labels)  # a file with no label is one line now, not after every model ran
+        truth_for(scanned, labels)  # a file with no label is one line now, not after every model ran
         weights_binds = {}
         if weights is not None and Path(weights).is_file():
             weights_binds[weights] = mounts.file_bind(Path(weights), "--weights file")[1]
@@ -252,7 +283,13 @@ def run(
         bench = Bench(client, jobs, DataMount(data_path, binds, digests, counts), results, CACHE / "weights",
                       gpu_list, console, run_id=holder.run_id, force=force, weights_binds=weights_binds,
                       jobs_per_gpu=jobs_per_gpu, pixels=pixels)
-        summary = bench.run()
+        if engine == "slurm":
+            options = slurm.SlurmOptions(partition, account, time_limit, gres, max_parallel, tuple(sbatch_arg or ()),
+                                         runtime, str(images_dir.resolve()) if images_dir else None)
+            summary = slurm.run_array(bench, options, f"zoobench-{profile}", pixels.root if pixels else None,
+                                      var == "cuda", console)
+        else:
+            summary = bench.run()
     finally:
         lock.release()
     rows = summary_rows(summary)
@@ -289,30 +326,61 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
 @app.command()
 def rank(
     results_dir: Path = typer.Argument(..., help="folder holding one sub-folder per model run"),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV filename,wnid (else: synset folder names)"),
+    labels: Optional[str] = LabelsOpt,
     fmt: str = typer.Option("table", "--format", help="table|markdown|csv|json"),
     mixed_precision: bool = MixedOpt,
 ) -> None:
     """Score every predictions.npz + run.json below RESULTS_DIR and print the ranking."""
+    from .labels import parse_labels
     from .ranking import run_rank
 
-    run_rank(results_dir, labels, fmt, out, mixed_precision=mixed_precision)
+    run_rank(results_dir, parse_labels(labels), fmt, out, mixed_precision=mixed_precision)
 
 
 @app.command()
 def report(
     results_dir: Path = typer.Argument(...),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="default: RESULTS_DIR"),
-    labels: Optional[Path] = typer.Option(None, "--labels"),
+    labels: Optional[str] = LabelsOpt,
     mixed_precision: bool = MixedOpt,
 ) -> None:
     """Write results.md and a PNG of Acc@1 against images/s per framework."""
+    from .labels import parse_labels
     from .ranking import run_rank
     from .report import write_report
 
-    rows = run_rank(results_dir, labels, "none", out, mixed_precision=mixed_precision)
+    rows = run_rank(results_dir, parse_labels(labels), "none", out, mixed_precision=mixed_precision)
     for path in write_report(rows, out_dir or results_dir):
         out.print(str(path))
+
+
+@app.command()
+def compare(
+    folders: list[Path] = typer.Argument(..., help="RUN_A RUN_B (two run folders), or RESULTS with --matrix"),
+    matrix: bool = typer.Option(False, "--matrix", help="agreement of the runs of each architecture in RESULTS "
+                                "(manifests/architectures.yaml)"),
+    labels: Optional[str] = LabelsOpt,
+    fmt: str = typer.Option("table", "--format", help="table|json"),
+    manifests: Path = ManifestOpt,
+) -> None:
+    """Compare two runs image by image (agreement, who is right, McNemar, the images they disagree on
+    most), or with --matrix the runs of each architecture across frameworks in one results folder."""
+    from .compare import run_compare, run_matrix
+    from .labels import parse_labels
+    from .ranking import RankError
+
+    if matrix:
+        if len(folders) != 1:
+            raise RankError(f"--matrix takes one results folder, got {len(folders)}; "
+                            "`zoobench compare RESULTS --matrix`")
+        from .architectures import ARCHITECTURES_FILE, load_architectures
+
+        run_matrix(folders[0], load_architectures(manifests / ARCHITECTURES_FILE), fmt, out)
+    elif len(folders) != 2:
+        raise RankError(f"compare takes two run folders, got {len(folders)}; `zoobench compare RUN_A RUN_B` "
+                        "or `zoobench compare RESULTS --matrix`")
+    else:
+        run_compare(folders[0], folders[1], parse_labels(labels), fmt, out)
 
 
 @app.command("models")
@@ -358,10 +426,42 @@ def images_build_one(client: Any, name: str, variant: str, manifests: Path) -> s
     if images.image_exists(client, tag):
         console.print(f"{name} ({variant}): {tag} up to date")
         return tag
-    console.print(f"{name} ({variant}): building {tag} ...")
-    images.build(specs[name], variant, ROOT, client, on_log=lambda line: None)
-    console.print(f"{name} ({variant}): built {tag}")
+    from .livestatus import LiveStatus, elapsed_text
+
+    console.print(f"{name} ({variant}): building {tag} ...", highlight=False)
+    with LiveStatus(console, f"{name} ({variant})") as status:  # step, elapsed, last line; failures: the log
+        images.build(specs[name], variant, ROOT, client, on_log=status.log, on_step=status.step)
+    console.print(f"{name} ({variant}): built {tag} in {elapsed_text(status.elapsed)}", highlight=False)
     return tag
+
+
+@images_app.command("export")
+def images_export(
+    names: Optional[list[str]] = typer.Argument(None, help="images to export (default: all)"),
+    to: Path = typer.Option(..., "--to", help="folder on the shared filesystem the nodes can read"),
+    variant: str = typer.Option("cpu", "--variant"),
+    manifests: Path = ManifestOpt,
+) -> None:
+    """Save built images as tar files (docker save) for nodes that cannot build them."""
+    from . import imagestore
+
+    client = containers.connect()
+    tags = image_tags(manifests, variant)
+    unknown = [n for n in names or [] if n not in tags]
+    if unknown:
+        raise BenchError(f"unknown image(s) {', '.join(unknown)}; manifests/images.yaml defines {', '.join(sorted(tags))}")
+    imagestore.export(client, [tags[n] for n in names or sorted(tags)], to, lambda m: console.print(m, highlight=False))
+
+
+@images_app.command("load")
+def images_load(folder: Path = typer.Argument(..., help="a folder written by `zoobench images export`"),
+                runtime: str = typer.Option("docker", "--runtime", help="docker | podman")) -> None:
+    """Load every exported image of FOLDER into this node's container engine (docker load)."""
+    from . import imagestore
+
+    client = containers.connect(runtime)
+    for tag in imagestore.load_all(client, folder):
+        console.print(f"loaded {tag}", highlight=False)
 
 
 @images_app.command("list")
@@ -552,6 +652,61 @@ def k8s_render(
                   highlight=False, soft_wrap=True)
 
 
+@slurm_app.command("cancel")
+def slurm_cancel(results: Path = typer.Argument(..., help="results folder of a bench run with --engine slurm"),
+                 runtime: str = typer.Option("docker", "--runtime", help="docker | podman")) -> None:
+    """Cancel the bench's Slurm array and stop its containers; finished models are kept."""
+    client = containers.connect(runtime)
+    label = str(results.resolve())
+    job_id, removed = slurm.cancel(results, lambda: containers.remove_containers(client, label), console)
+    done = len([p for p in results.glob("*/request.json") if not p.parent.name.endswith(PARTIAL_SUFFIX)])
+    console.print(f"cancelled Slurm array {job_id}; {removed} container(s) removed on this host, {done} finished "
+                  "model(s) kept; run the same `zoobench run` again to finish the rest", highlight=False)
+
+
+@slurm_app.command("task", hidden=True)
+def slurm_task(plan_file: Path = typer.Argument(..., help="the plan.json of a submitted array")) -> None:
+    """One array task (run by Slurm on a node): the plan's job number $SLURM_ARRAY_TASK_ID, run as a
+    local bench of one model would run it."""
+    from . import imagestore
+    from .bench import Outcome
+
+    index_text = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+    if not index_text.isdigit():
+        raise BenchError("`zoobench slurm task` runs inside a Slurm array task (SLURM_ARRAY_TASK_ID is not set)")
+    index = int(index_text)
+    plan = slurm.Plan.load(plan_file)
+    job = plan.job(index)
+    where = slurm.task_where()
+    console.print(f"zoobench slurm task {index}: {job.image}/{job.model} on {where['node']} (GPUs: "
+                  f"{','.join(where['gpus']) or 'none'})", highlight=False)
+    try:
+        client = containers.connect(plan.runtime)
+        if plan.images_dir:
+            loaded = imagestore.load_missing(client, [job.tag], Path(plan.images_dir))
+            for tag in loaded:
+                console.print(f"loaded {tag} from {plan.images_dir}")
+        gpus = slurm.allocated_gpus()[:1] if plan.use_gpu else []
+        if plan.use_gpu and not gpus:
+            raise BenchError("Slurm gave this task no GPU; submit with --gres gpu:1 (the default for --variant cuda)")
+        peers = [plan.job(i) for i in range(len(plan.jobs)) if i != index]
+        pixels = (PixelSettings(Path(plan.pixel_root), lambda tag: pillow_version(client, tag))
+                  if plan.pixel_root else None)
+        bench = Bench(client, [job], plan.data_mount(), Path(plan.results_dir), Path(plan.weights_dir), gpus, console,
+                      run_id=f"{plan.run_id}-{index}", force=plan.force, weights_binds=plan.binds(), pixels=pixels,
+                      peers=peers)
+        outcome = bench.run(clean=False).outcomes[0]
+    except KeyboardInterrupt:
+        outcome = Outcome(job, "interrupted", "interrupted (the Slurm task was cancelled)")
+    except (BenchError, containers.EngineError, imagestore.ImageStoreError, OSError) as exc:
+        outcome = Outcome(job, "failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    slurm.write_outcome(plan_file, index, outcome, where)
+    console.print(f"{job.image}/{job.model}: {outcome.status}{': ' + outcome.reason if outcome.reason else ''}",
+                  highlight=False, soft_wrap=True)
+    if outcome.status not in ("ok", "reused", "skipped"):
+        raise typer.Exit(1)
+
+
 @app.command()
 def doctor(
     data: Optional[Path] = typer.Option(None, "--data"),
@@ -606,6 +761,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     errors = {ManifestError: 2, BenchError: 2, containers.EngineError: 2, DataError: 2, mounts.MountError: 2,
               runlock.ResultsBusy: 2}
+    from .imagestore import ImageStoreError
+
+    errors[ImageStoreError] = 2
     from .ranking import ERRORS as RANK_ERRORS
 
     errors.update({kind: 2 for kind in (*images.ERRORS, *RANK_ERRORS)})

@@ -38,12 +38,33 @@ class EngineError(RuntimeError):
     """The Docker engine is unreachable or refused a request; one actionable line."""
 
 
-def connect() -> docker.DockerClient:
+RUNTIMES = ("docker", "podman")
+
+
+def podman_socket() -> str:
+    """Podman's Docker-compatible API: $CONTAINER_HOST, else the rootful or the user's socket."""
+    if os.environ.get("CONTAINER_HOST"):
+        return os.environ["CONTAINER_HOST"]
+    user = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")) / "podman" / "podman.sock"
+    return f"unix://{'/run/podman/podman.sock' if os.getuid() == 0 or not user.exists() else user}"
+
+
+def connect(runtime: str = "docker") -> docker.DockerClient:
+    """A client of the container engine: Docker (DOCKER_HOST or its socket) or Podman (its Docker-
+    compatible API), so both run the very same container launch."""
+    if runtime not in RUNTIMES:
+        raise EngineError(f"--runtime {runtime!r}: use one of {'|'.join(RUNTIMES)}")
     try:
-        client = docker.from_env(timeout=600)
+        if runtime == "podman":
+            client = docker.DockerClient(base_url=podman_socket(), timeout=600)
+        else:
+            client = docker.from_env(timeout=600)
         client.ping()
         return client
     except DockerException:
+        if runtime == "podman":
+            raise EngineError(f"cannot reach Podman's API at {podman_socket()}; start it (systemctl start "
+                              "podman.socket, or `podman system service --time=0 &`) or set CONTAINER_HOST") from None
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise EngineError(
             f"cannot reach the Docker engine at {where}; start it (`make docker`, or systemctl start docker) "

@@ -288,6 +288,26 @@ def image_exists(client: Any, tag: str) -> bool:
 # ---------------------------------------------------------------- builds
 
 
+StepHook = Callable[..., None]  # on_step(name, log_path): a long step began; its full log goes to log_path
+BASE_STEP_RE = re.compile(r"^base: (installing debootstrap|debootstrap|importing)\b")
+DOCKER_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+def _no_step(name: str, log_path: Path | None = None) -> None:
+    pass
+
+
+def _stepping(on_log: Callable[[str], None], on_step: StepHook, pattern: re.Pattern[str],
+              name: Callable[[re.Match[str]], str]) -> Callable[[str], None]:
+    """``on_log`` that first reports a new step for each line matching ``pattern``."""
+    def log(line: str) -> None:
+        match = pattern.match(line)
+        if match:
+            on_step(name(match))
+        on_log(line)
+    return log
+
+
 class _BuildLog:
     """Full build log on disk; every line also goes to ``on_log``."""
 
@@ -337,12 +357,16 @@ def _run_logged(cmd: list[str], log: _BuildLog, cwd: Path) -> tuple[int, list[st
     return code, out
 
 
-def ensure_base(root: Path, client: Any, on_log: Callable[[str], None]) -> str:
-    """The offline base image's tag, running images/base/build.sh when it is missing."""
+def ensure_base(root: Path, client: Any, on_log: Callable[[str], None], on_step: StepHook = _no_step) -> str:
+    """The offline base image's tag, running images/base/build.sh when it is missing.
+
+    ``on_step`` hears "base image", then "base image: debootstrap", "base image: importing"."""
     tag = base_tag(root)
     if image_exists(client, tag):
         return tag
-    log = _BuildLog(root / ".cache" / "logs" / "build-base.log", on_log)
+    path = root / ".cache" / "logs" / "build-base.log"
+    on_step("base image", path)
+    log = _BuildLog(path, _stepping(on_log, on_step, BASE_STEP_RE, lambda m: f"base image: {m.group(1)}"))
     try:
         start = time.monotonic()
         code, out = _run_logged(["bash", str(root / BASE_RECIPE)], log, root)
@@ -397,8 +421,11 @@ def _pip_target_args(python: str) -> list[str]:
     return args
 
 
-def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callable[[str], None]) -> Path:
-    """Every wheel of the variant's lock in .cache/wheelhouse/NAME-VARIANT (skipped when complete)."""
+def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callable[[str], None],
+                      on_step: StepHook = _no_step) -> Path:
+    """Every wheel of the variant's lock in .cache/wheelhouse/NAME-VARIANT (skipped when complete).
+
+    ``on_step`` hears "wheelhouse: downloading N wheels" when pip runs."""
     var = spec.variant(variant)
     lock = root / var.lock
     if not lock.is_file():
@@ -414,7 +441,10 @@ def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callabl
     house.mkdir(parents=True, exist_ok=True)
     target_lock = house / ".requirements.lock"  # pip ignores it on the served index page (not a wheel)
     target_lock.write_text(wanted)
-    log = _BuildLog(root / ".cache" / "logs" / f"wheelhouse-{spec.name}-{variant}.log", on_log)
+    log_path = root / ".cache" / "logs" / f"wheelhouse-{spec.name}-{variant}.log"
+    count = len(wanted.splitlines())
+    on_step(f"wheelhouse: downloading {count} wheel{'s' if count != 1 else ''}", log_path)
+    log = _BuildLog(log_path, on_log)
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--require-hashes", "--no-deps",
            "--only-binary", ":all:", *_pip_target_args(var.python), "-r", str(target_lock), "-d", str(house)]
     try:
@@ -470,16 +500,23 @@ def _short_error(text: str, recent: list[str]) -> str:
     return f"a RUN step exited with code {step.group(1)}{cause}"
 
 
-def build(spec: ImageSpec, variant: str, root: Path, client: Any, on_log: Callable[[str], None]) -> str:
-    """Build zoobench/NAME:VARIANT-HASH unless it exists; return the tag."""
+def build(spec: ImageSpec, variant: str, root: Path, client: Any, on_log: Callable[[str], None],
+          on_step: StepHook = _no_step) -> str:
+    """Build zoobench/NAME:VARIANT-HASH unless it exists; return the tag.
+
+    ``on_log`` gets every log line; ``on_step(name, log_path)`` each long step as it begins: the base
+    image and the wheelhouse (when missing), "docker build", then "docker build step N/M: INSTRUCTION"."""
     tag = image_tag(spec, variant, root)
     if image_exists(client, tag):
         return tag
     var = spec.variant(variant)
-    base = ensure_base(root, client, on_log) if var.base_image == "offline" else base_reference(spec, variant, root)
-    house = ensure_wheelhouse(spec, variant, root, on_log)
+    base = (ensure_base(root, client, on_log, on_step) if var.base_image == "offline"
+            else base_reference(spec, variant, root))
+    house = ensure_wheelhouse(spec, variant, root, on_log, on_step)
     log_path = root / ".cache" / "logs" / f"build-{spec.name}-{variant}.log"
-    log = _BuildLog(log_path, on_log)
+    on_step("docker build", log_path)
+    log = _BuildLog(log_path, _stepping(on_log, on_step, DOCKER_STEP_RE,
+                                        lambda m: f"docker build step {m.group(1)}/{m.group(2)}: {m.group(3).strip()}"))
     failed = f"image {spec.name} ({variant}) failed to build"
     try:
         with WheelServer(house) as server:

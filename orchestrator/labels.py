@@ -1,9 +1,11 @@
-"""Ground-truth class index of each prediction path: from its synset folder or from a labels CSV."""
+"""Ground truth of each prediction path: one class from its synset folder or a labels CSV, or the
+set of classes of the ReaL labels (``--labels real``); :class:`Truth` scores top-k predictions."""
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -86,3 +88,65 @@ def labels_from_csv(paths: Sequence[str], csv_path: Path) -> np.ndarray:
 def labels_for(paths: Sequence[str], labels_csv: Path | None = None) -> np.ndarray:
     """Class indices for ``paths``: from ``labels_csv`` when given, else from synset folders."""
     return labels_from_csv(paths, labels_csv) if labels_csv is not None else labels_from_folders(paths)
+
+
+REAL = "real"  # the --labels word for the ReaL labels (orchestrator/real.py)
+Labels = Union[Path, str, None]  # a labels CSV, "real", or None (synset folders)
+
+
+def parse_labels(text: str | Path | None) -> Labels:
+    """A ``--labels`` value: the word ``real`` (any case), else a CSV path (a file named real: ./real)."""
+    if text is None:
+        return None
+    if isinstance(text, str) and text.strip().lower() == REAL:
+        return REAL
+    return Path(text)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What counts as right for each prediction row.
+
+    ``keep`` (N,) marks the rows that are scored; ``sets`` (n, L) holds the accepted classes of each
+    kept row, padded with -1 (one column for single labels, up to 9 for ReaL).
+    """
+
+    kind: str  # "imagenet" (one label per image) or "real"
+    keep: np.ndarray
+    sets: np.ndarray
+
+    @classmethod
+    def single(cls, labels: np.ndarray) -> "Truth":
+        labels = np.asarray(labels, dtype=np.int64)
+        return cls("imagenet", np.ones(labels.shape[0], bool), labels[:, None])
+
+    @property
+    def n(self) -> int:
+        """Rows scored."""
+        return int(self.sets.shape[0])
+
+    @property
+    def n_images(self) -> int:
+        """Rows predicted."""
+        return int(self.keep.shape[0])
+
+    def correct(self, topk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(top-1 in the set, any of the top 5 in the set) for the kept rows of ``topk`` (N x K)."""
+        if topk.shape[0] != self.n_images:
+            raise ValueError(f"Truth.correct: {topk.shape[0]} prediction rows for {self.n_images} labelled rows")
+        top5 = np.asarray(topk)[self.keep, :5]
+        hit = self.sets[:, :, None] == top5[:, None, :]  # n x L x 5
+        return hit[:, :, 0].any(axis=1), hit.any(axis=(1, 2))
+
+    def classes(self, row: int) -> list[int]:
+        """The accepted classes of kept row ``row``."""
+        return [int(c) for c in self.sets[row] if c >= 0]
+
+
+def truth_for(paths: Sequence[str], labels: Labels = None) -> Truth:
+    """The :class:`Truth` of ``paths``: ReaL for ``"real"``, else one label each (:func:`labels_for`)."""
+    if isinstance(labels, str) and labels == REAL:
+        from .real import real_truth
+
+        return real_truth(paths)
+    return Truth.single(labels_for(paths, None if labels is None else Path(labels)))

@@ -17,7 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .labels import LabelError, labels_for
+from .labels import REAL, LabelError, Labels, Truth, truth_for
 from .stats import competition_rank, mcnemar_paired, wilson
 
 RUN_FILE = "run.json"
@@ -58,6 +58,8 @@ class ModelResult:
     precision: str = "fp32"
     correct1: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     correct5: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    labels: str = "imagenet"  # what acc1/acc5 are scored against: "imagenet" (one label) or "real"
+    n_images: int = 0  # images predicted; ``n`` of them are scored (all but those without a ReaL label)
 
     @property
     def platform(self) -> str:
@@ -83,6 +85,7 @@ class RankRow:
             "rank1": self.rank1, "rank5": self.rank5, "images_per_second": r.images_per_second,
             "p_vs_next": self.p_vs_next, "significant_vs_next": self.significant_vs_next,
             "device": r.device, "batch_size": r.batch_size, "precision": r.precision, "data_digest": r.data_digest,
+            "labels": r.labels, "n_images": r.n_images,
         }
 
 
@@ -134,13 +137,16 @@ def _read_run_json(path: Path) -> dict[str, Any]:
     return run
 
 
-def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``paths``, ``topk_indices`` and ``topk_scores`` of a predictions.npz, checked; the scores are None
+    when absent or not float N x K (ranking does not need them)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("paths", "topk_indices") if k not in z.files]
             if missing:
                 raise RankError(f"{path}: array {missing[0]!r} is missing; re-run this model")
             paths, topk = z["paths"], z["topk_indices"]
+            scores = z["topk_scores"] if "topk_scores" in z.files else None
     except RankError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable npz is one user-facing line
@@ -156,6 +162,13 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
         bad = int(topk.min() if topk.min() < 0 else topk.max())
         raise RankError(f"{path}: 'topk_indices' holds class {bad}, outside the ImageNet classes 0..{N_CLASSES - 1}; "
                         "re-run this model")
+    if scores is not None and (scores.shape != topk.shape or scores.dtype.kind != "f"):
+        scores = None
+    return paths, topk, scores
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    paths, topk, _ = read_predictions(path)
     return paths, topk
 
 
@@ -188,9 +201,10 @@ def _same_precision(loaded: list[tuple[str, Path, dict[str, Any], np.ndarray]]) 
                         "or pass --mixed-precision")
 
 
-def load_results(results_dir: Path, labels_csv: Path | None = None,
+def load_results(results_dir: Path, labels: Labels = None,
                  mixed_precision: bool = False) -> tuple[list[ModelResult], list[str]]:
     """Score every finished run below ``results_dir``; returns (results, notes on runs not ranked).
+    ``labels``: a labels CSV, ``"real"`` (ReaL labels) or None (synset folders).
     Runs of different precisions are refused unless ``mixed_precision``."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -230,15 +244,14 @@ def load_results(results_dir: Path, labels_csv: Path | None = None,
     assert reference is not None
     if not mixed_precision:
         _same_precision(loaded)
-    truth = labels_for(reference[2].tolist(), labels_csv)
+    truth = truth_for(reference[2].tolist(), labels)
     return [_score(name, run_dir, run, topk, truth) for name, run_dir, run, topk in loaded], notes
 
 
-def _score(name: str, run_dir: Path, run: dict[str, Any], topk: np.ndarray, truth: np.ndarray) -> ModelResult:
+def _score(name: str, run_dir: Path, run: dict[str, Any], topk: np.ndarray, truth: Truth) -> ModelResult:
     where = run_dir / RUN_FILE
-    correct1 = topk[:, 0] == truth
-    correct5 = (topk[:, :5] == truth[:, None]).any(axis=1)
-    n = int(truth.shape[0])
+    correct1, correct5 = truth.correct(topk)
+    n = truth.n
     k1, k5 = int(correct1.sum()), int(correct5.sum())
     weights = _field(run, "weights", where)
     ips = run.get("images_per_second")
@@ -251,6 +264,7 @@ def _score(name: str, run_dir: Path, run: dict[str, Any], topk: np.ndarray, trut
         images_per_second=float(ips) if isinstance(ips, (int, float)) and ips > 0 else None,
         data_digest=str(_field(run, "data.digest", where)), device=str(run.get("device") or ""),
         batch_size=run.get("batch_size"), precision=run_precision(run), correct1=correct1, correct5=correct5,
+        labels=truth.kind, n_images=truth.n_images,
     )
 
 
@@ -294,6 +308,32 @@ CAPTION = ("95% CI: Wilson. p vs next: exact McNemar test on Acc@1 against the r
            f"* = significant (p < {ALPHA}). Weights 'random' = untrained baseline.")
 
 
+def is_real(rows: list[RankRow]) -> bool:
+    """True when the rows are scored against the ReaL labels."""
+    return bool(rows) and rows[0].result.labels == REAL
+
+
+def real_note(rows: list[RankRow]) -> str:
+    """One sentence on what ReaL scoring means and how many images it scored ("" for the usual labels)."""
+    if not is_real(rows):
+        return ""
+    r = rows[0].result
+    return (f"ReaL labels (Beyer et al. 2020): right = the prediction is in the image's set of reassessed labels; "
+            f"{r.n} of {r.n_images} images have one and are scored.")
+
+
+def caption(rows: list[RankRow]) -> str:
+    text = CAPTION.replace("on Acc@1", "on ReaL Acc@1") if is_real(rows) else CAPTION
+    return " ".join(t for t in (real_note(rows), text) if t)
+
+
+def title(rows: list[RankRow]) -> str:
+    r = rows[0].result if rows else None
+    if r is not None and r.labels == REAL:
+        return f"ImageNet ranking, ReaL labels ({r.n} of {r.n_images} images)"
+    return f"ImageNet ranking ({r.n if r else 0} images)"
+
+
 def _text_cells(row: RankRow) -> list[str]:
     r = row.result
     sig = "" if row.p_vs_next is None else (" *" if row.significant_vs_next else "")
@@ -307,47 +347,83 @@ HEADERS = ["Rank@1", "Rank@5", "Platform", "Model", "Weights", "Precision", "N",
            "Acc@5 %", "Acc@5 95% CI", "img/s", "p vs next"]
 
 
+def headers(rows: list[RankRow]) -> list[str]:
+    """HEADERS, with the accuracy columns named ReaL Acc@k for ReaL rows."""
+    return [h.replace("Acc@", "ReaL Acc@") for h in HEADERS] if is_real(rows) else list(HEADERS)
+
+
 def format_table(rows: list[RankRow], width: int | None = None) -> Table:
-    """A rich table that fits ``width`` where it can: full, then without CI columns, then compact."""
+    """A rich table that fits ``width`` where it can: full, then without CI columns, then compact
+    (framework names with a version legend, default columns dropped, one line per row)."""
     wide = Console(width=10_000)
+
+    def measure(table: Table) -> int:
+        return Measurement.get(wide, wide.options, table).maximum
+
     for layout in ("full", "no-ci", "compact"):
         table = _build_table(rows, layout)
-        if width is None or Measurement.get(wide, wide.options, table).maximum <= width:
-            break
-    return table
+        if width is None or measure(table) <= width:
+            return table
+    # Still too wide: cut the longest model names (with an ellipsis) rather than wrap a row.
+    longest = max((len(r.result.model) for r in rows), default=0)
+    excess = measure(table) - width
+    return _build_table(rows, "compact", model_width=max(6, longest - excess))
 
 
 SHORT = {"Rank@1": "#1", "Rank@5": "#5", "Acc@1 %": "Acc@1", "Acc@5 %": "Acc@5", "p vs next": "p next",
-         "Precision": "Prec"}
+         "Precision": "Prec", "ReaL Acc@1 %": "ReaL@1", "ReaL Acc@5 %": "ReaL@5", "Platform": "Framework"}
 
 
-def _build_table(rows: list[RankRow], layout: str) -> Table:
-    n = rows[0].result.n if rows else 0
-    title = f"ImageNet ranking ({n} images)"
-    caption = CAPTION
+def _short_version(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
+def _compact_platforms(rows: list[RankRow]) -> tuple[list[str], str]:
+    """Platform cells for the compact layout and their legend: the framework alone when it has one
+    version in the table, else the framework and its version without the local part (+cu130)."""
+    versions: dict[str, set[str]] = {}
+    for row in rows:
+        versions.setdefault(row.result.framework, set()).add(row.result.framework_version)
+    cells = [r.result.framework if len(versions[r.result.framework]) == 1
+             else f"{r.result.framework} {_short_version(r.result.framework_version)}".strip() for r in rows]
+    legend = "; ".join(f"{fw} {', '.join(sorted(v for v in vs if v)) or '(version unknown)'}"
+                       for fw, vs in sorted(versions.items()))
+    return cells, f"Versions: {legend}."
+
+
+def _build_table(rows: list[RankRow], layout: str, model_width: int | None = None) -> Table:
+    names = headers(rows)
+    text = caption(rows)
     drop = {"N"}
+    platforms = [r.result.platform for r in rows]
     if layout != "full":
-        drop |= {h for h in HEADERS if "CI" in h}
-        caption = caption.replace("95% CI: Wilson. ", "(Widen the terminal for 95% CIs.) ")
+        drop |= {h for h in names if "CI" in h}
+        text = text.replace("95% CI: Wilson. ", "(Widen the terminal for 95% CIs.) ")
     if layout == "compact":
-        caption = "#1/#5 = Rank@1/Rank@5; accuracies in %. " + caption
+        platforms, legend = _compact_platforms(rows)
+        text = f"#1/#5 = Rank@1/Rank@5; accuracies in %. {legend} " + text
         if all(r.result.weights == "imagenet" for r in rows):
             drop.add("Weights")
         if all(r.result.precision == "fp32" for r in rows):
             drop.add("Precision")
         if all(r.result.images_per_second is None for r in rows):
             drop.add("img/s")
-        table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=0,
+        table = Table(title=title(rows), caption=text, box=box.SIMPLE_HEAD, show_edge=False, padding=0,
                       collapse_padding=True)
     else:
-        table = Table(title=title, caption=caption)
-    keep = [i for i, h in enumerate(HEADERS) if h not in drop]
+        table = Table(title=title(rows), caption=text)
+    keep = [i for i, h in enumerate(names) if h not in drop]
     for i in keep:
         text_col = HEADERS[i] in TEXT_HEADERS
-        header = SHORT.get(HEADERS[i], HEADERS[i]) if layout == "compact" else HEADERS[i]
-        table.add_column(header, justify="left" if text_col else "right", overflow="fold", no_wrap=not text_col)
-    for row in rows:
+        if layout == "compact":  # one line per row, whatever the width
+            table.add_column(SHORT.get(names[i], names[i]), justify="left" if text_col else "right",
+                             no_wrap=True, overflow="ellipsis",
+                             max_width=model_width if HEADERS[i] == "Model" else None)
+        else:
+            table.add_column(names[i], justify="left" if text_col else "right", overflow="fold", no_wrap=not text_col)
+    for row, platform in zip(rows, platforms):
         cells = [Text(c) for c in _text_cells(row)]
+        cells[2] = Text(platform)
         if row.result.weights == "random":
             cells[4].stylize("bold red")
         elif row.result.weights != "imagenet":
@@ -362,15 +438,16 @@ def format_markdown(rows: list[RankRow]) -> str:
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(HEADERS) + " |",
+    names = headers(rows)
+    lines = ["| " + " | ".join(names) + " |",
              "|" + "|".join("---:" if h not in TEXT_HEADERS else "---" for h in HEADERS) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in _text_cells(row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + CAPTION + "\n"
+    return "\n".join(lines) + "\n\n" + caption(rows) + "\n"
 
 
 CSV_FIELDS = ["rank1", "rank5", "platform", "model", "weights", "precision", "n", "acc1_pct", "acc1_ci_low_pct",
               "acc1_ci_high_pct", "acc5_pct", "acc5_ci_low_pct", "acc5_ci_high_pct", "images_per_second",
-              "p_vs_next", "significant_vs_next", "run"]
+              "p_vs_next", "significant_vs_next", "run", "labels", "n_images"]
 
 
 def format_csv(rows: list[RankRow]) -> str:
@@ -383,7 +460,8 @@ def format_csv(rows: list[RankRow]) -> str:
                          pct(r.ci1[0]), pct(r.ci1[1]), pct(r.acc5), pct(r.ci5[0]), pct(r.ci5[1]),
                          fmt_ips(r.images_per_second),
                          "" if row.p_vs_next is None else f"{row.p_vs_next:.6g}",
-                         "" if row.significant_vs_next is None else str(row.significant_vs_next).lower(), r.run])
+                         "" if row.significant_vs_next is None else str(row.significant_vs_next).lower(), r.run,
+                         r.labels, r.n_images])
     return buf.getvalue()
 
 
@@ -394,12 +472,13 @@ def format_json(rows: list[RankRow]) -> str:
     return json.dumps([clean(row.to_dict()) for row in rows], indent=2)
 
 
-def run_rank(results_dir: Path, labels_csv: Path | None, fmt: str, console: Console,
+def run_rank(results_dir: Path, labels: Labels, fmt: str, console: Console,
              mixed_precision: bool = False) -> list[RankRow]:
-    """Load, score and rank RESULTS_DIR; print it as ``fmt`` (table|markdown|csv|json|none) on ``console``."""
+    """Load, score and rank RESULTS_DIR; print it as ``fmt`` (table|markdown|csv|json|none) on ``console``.
+    ``labels``: a labels CSV, ``"real"`` or None (synset folders)."""
     if fmt not in FORMATS:
         raise RankError(f"unknown format {fmt!r}; use one of {'|'.join(FORMATS[:-1])}")
-    results, notes = load_results(Path(results_dir), labels_csv, mixed_precision)
+    results, notes = load_results(Path(results_dir), labels, mixed_precision)
     rows = rank_results(results)
     if fmt == "table":
         console.print(format_table(rows, console.width))

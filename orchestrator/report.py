@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .ranking import RankRow, format_markdown
+from .ranking import RankRow, format_markdown, is_real
 
 MARKERS = "os^Dv<>PX*hp"
 
@@ -30,7 +30,9 @@ def markdown_report(rows: list[RankRow]) -> str:
     first = rows[0].result if rows else None
     head = ["# zoobench results", ""]
     if first is not None:
-        head += [f"{first.n} images, data digest `{first.data_digest}`.", ""]
+        scored = (f"{first.n_images} images, {first.n} with a ReaL label and scored against the ReaL labels"
+                  if is_real(rows) else f"{first.n} images")
+        head += [f"{scored}, data digest `{first.data_digest}`.", ""]
     unmeasured = [r.result.run for r in rows if r.result.images_per_second is None]
     tail = [f"\nNo throughput recorded for: {', '.join(unmeasured)} (left out of the plot).\n"] if unmeasured else []
     plot = "\n![Acc@1 against images per second](acc_vs_speed.png)\n"
@@ -61,9 +63,9 @@ def plot_acc_vs_speed(rows: list[RankRow], path: Path) -> None:
     else:
         ax.text(0.5, 0.5, "no throughput recorded", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("images / second (end to end, log scale)")
-    ax.set_ylabel("Acc@1 (%)")
+    ax.set_ylabel("ReaL Acc@1 (%)" if is_real(rows) else "Acc@1 (%)")
     n = rows[0].result.n if rows else 0
-    ax.set_title(f"Accuracy vs throughput ({n} images)")
+    ax.set_title(f"Accuracy vs throughput ({n} images{', ReaL labels' if is_real(rows) else ''})")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -368,3 +368,50 @@ def render_mixed(results: Path, fmt: str) -> str:
     buf = io.StringIO()
     run_rank(results, None, fmt, Console(file=buf, width=250), mixed_precision=True)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------- 80 columns
+
+def test_table_rows_fit_80_columns_and_are_full_when_wide(tmp_path):
+    """At 80 columns each data row is one line (frameworks, with a version legend); at 200 all is there."""
+    paths, y = dataset()
+    out = tmp_path / "wide"
+    long_model = "mobilenet_v3_large_with_a_very_long_variant_name"
+    write_run(out, "pytorch-mobilenet_v3_large", paths, predictions(y, mask(150), mask(190)),
+              version="2.14.1+cu130", ips=1234.5)
+    write_run(out, "keras-inceptionresnetv2", paths, predictions(y, mask(140), mask(180)), framework="keras",
+              version="3.15.1", ips=90.0)
+    set_precision(write_run(out, "mxnet-mobilenetv2_1.0", paths, predictions(y, mask(120), mask(170)),
+                            framework="mxnet", version="1.9.1", ips=900.0), "bf16")
+    write_run(out, "pytorch-regnet_y_128gf", paths, predictions(y, mask(1), mask(3)), version="2.14.1+cu130",
+              weights="random")
+    def one_line_rows(width: int, n_runs: int, versions: tuple[str, ...] = ("2.14.1+cu130",)) -> str:
+        buf = io.StringIO()
+        run_rank(out, None, "table", Console(file=buf, width=width), mixed_precision=True)
+        lines = buf.getvalue().splitlines()
+        assert max(len(line) for line in lines) <= width
+        data = [line for line in lines if line.split() and line.split()[0].isdigit() and len(line.split()) > 5]
+        assert len(data) == n_runs, buf.getvalue()  # one line per run: nothing wrapped
+        assert sum("pytorch" in line for line in data) == n_runs - 2 and any("random" in line for line in data)
+        text = buf.getvalue()
+        assert all(v in text for v in (*versions, "3.15.1", "1.9.1"))  # the legend keeps the full versions
+        if len(versions) > 1:  # two pytorch versions: the short one on each row
+            assert any("pytorch 2.14.1 " in line for line in data) and any("pytorch 2.14.0 " in line for line in data)
+        else:  # one version per framework: the framework alone
+            assert not any("2.14" in line for line in data)
+        return text
+
+    for width in (80, 100):
+        text = one_line_rows(width, 4)
+        assert "inceptionresnetv2" in text and "mobilenet_v3_large" in text and "bf16" in text  # names in full
+    # Two versions of one framework and a model name too long for 80 columns: cut with an ellipsis, not wrapped.
+    write_run(out, "pytorch-long", paths, predictions(y, mask(100), mask(150)), version="2.14.0+cpu",
+              model=long_model)
+    narrow = one_line_rows(80, 5, ("2.14.1+cu130", "2.14.0+cpu"))
+    assert long_model not in narrow and "…" in narrow
+    buf = io.StringIO()
+    run_rank(out, None, "table", Console(file=buf, width=200), mixed_precision=True)
+    wide = buf.getvalue()
+    assert "pytorch 2.14.1+cu130" in wide and "keras 3.15.1" in wide and long_model in wide
+    assert "Acc@1 95% CI" in wide and "Precision" in wide
+    assert f"{100 * wilson(150, N)[0]:.3f}-{100 * wilson(150, N)[1]:.3f}" in wide

@@ -1,0 +1,409 @@
+"""Run a bench on Slurm: one job array, one task per unfinished model.
+
+Every task runs the very code of a local run on its node (``zoobench slurm task PLAN``, see
+:mod:`orchestrator.cli`): a :class:`~orchestrator.bench.Bench` of one job, so the container launch,
+the ``.partial`` -> rename publish and the resume check are the local ones. This module only plans
+the array (a JSON plan on the shared results folder), submits it with ``sbatch``, follows it with
+``squeue`` and cancels it with ``scancel``. A task handles the SIGTERM of ``scancel`` (or of a time
+limit) by killing its container; ``scancel`` alone would leave a ``docker run`` running.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from zoobench_contract.outputs import write_json
+
+from .bench import BenchError, BenchSummary, DataMount, Job, Outcome
+from .containers import PROGRESS_PREFIX
+from .mounts import Bind
+from .pixelcache import PixelConfig
+
+STATE_DIR = ".slurm"  # RESULTS/.slurm/: the live array's record and each submission's plan
+ACTIVE_FILE = "active.json"
+PLAN_FILE = "plan.json"
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+            "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
+GPU_ENV = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+
+
+class SlurmError(BenchError):
+    """Slurm cannot be used as asked (no sbatch, a rejected submission, a live array); one line."""
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """How the array is submitted; ``gres`` None means ``gpu:1`` for the cuda variant, none for cpu."""
+
+    partition: str | None = None
+    account: str | None = None
+    time_limit: str | None = None
+    gres: str | None = None
+    max_parallel: int | None = None
+    sbatch_args: tuple[str, ...] = ()
+    runtime: str = "docker"
+    images_dir: str | None = None
+    poll_s: float = 1.0
+
+
+# ---------------------------------------------------------------- the plan a task reads
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    return asdict(job)
+
+
+def job_from_dict(raw: dict[str, Any]) -> Job:
+    pixels = raw.get("pixels")
+    return Job(**{**raw, "pixels": PixelConfig(**pixels) if pixels else None})
+
+
+@dataclass
+class Plan:
+    """Everything a task needs to run its job as the local bench would, written once per submission."""
+
+    run_id: str
+    results_dir: str
+    weights_dir: str
+    data_path: str
+    data_binds: list[dict[str, str]]
+    digests: list[tuple[int | None, str]]
+    counts: list[tuple[int | None, int]]
+    jobs: list[dict[str, Any]]
+    weights_binds: dict[str, dict[str, str]] = field(default_factory=dict)
+    force: bool = False
+    pixel_root: str | None = None
+    use_gpu: bool = False
+    runtime: str = "docker"
+    images_dir: str | None = None
+
+    @classmethod
+    def of(cls, run_id: str, results_dir: Path, weights_dir: Path, data: DataMount, jobs: list[Job],
+           weights_binds: dict[str, Bind], force: bool, pixel_root: Path | None, use_gpu: bool,
+           runtime: str, images_dir: str | None) -> "Plan":
+        return cls(run_id, str(results_dir.resolve()), str(weights_dir.resolve()), data.path,
+                   [asdict(b) for b in data.binds], list(data.digests.items()), list(data.counts.items()),
+                   [job_to_dict(j) for j in jobs], {k: asdict(b) for k, b in weights_binds.items()}, force,
+                   str(pixel_root.resolve()) if pixel_root else None, use_gpu, runtime, images_dir)
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise SlurmError(f"Slurm task plan {path}: cannot read it ({exc}); submit the bench again") from None
+
+    def job(self, index: int) -> Job:
+        if not 0 <= index < len(self.jobs):
+            raise SlurmError(f"Slurm task index {index} is not in the plan's {len(self.jobs)} jobs")
+        return job_from_dict(self.jobs[index])
+
+    def data_mount(self) -> DataMount:
+        return DataMount(self.data_path, [Bind(**b) for b in self.data_binds],
+                         {k: v for k, v in self.digests}, {k: v for k, v in self.counts})
+
+    def binds(self) -> dict[str, Bind]:
+        return {k: Bind(**b) for k, b in self.weights_binds.items()}
+
+
+def state_dir(results: Path) -> Path:
+    return Path(results) / STATE_DIR
+
+
+def outcome_path(plan_path: Path, index: int) -> Path:
+    return Path(plan_path).parent / f"task-{index}.json"
+
+
+def write_outcome(plan_path: Path, index: int, outcome: Outcome, where: dict[str, Any]) -> None:
+    """A task's outcome, written atomically beside the plan for the submitter to collect."""
+    write_json(outcome_path(plan_path, index), {
+        "status": outcome.status, "reason": outcome.reason, "batch_size": outcome.batch_size,
+        "images_per_second": outcome.images_per_second, "log": outcome.log, "slurm": where})
+
+
+def read_outcome(plan_path: Path, index: int, job: Job) -> Outcome | None:
+    try:
+        raw = json.loads(outcome_path(plan_path, index).read_text())
+    except (OSError, ValueError):
+        return None
+    return Outcome(job, raw["status"], raw.get("reason", ""), raw.get("batch_size"), raw.get("images_per_second"),
+                   raw.get("log"))
+
+
+def allocated_gpus() -> list[str]:
+    """The GPUs Slurm gave this task (host indices), from the first of :data:`GPU_ENV` that is set."""
+    for name in GPU_ENV:
+        value = os.environ.get(name, "").strip()
+        if value and value not in ("NoDevFiles", "none"):
+            return [g.strip() for g in value.split(",") if g.strip()]
+    return []
+
+
+def task_where() -> dict[str, Any]:
+    return {"job": os.environ.get("SLURM_ARRAY_JOB_ID"), "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+            "node": os.environ.get("SLURMD_NODENAME"), "gpus": allocated_gpus()}
+
+
+# ---------------------------------------------------------------- Slurm commands
+
+def _slurm(cmd: list[str], what: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        raise SlurmError(f"{cmd[0]} not found: --engine slurm runs where the Slurm client commands are "
+                         "(a login node of the cluster); install slurm-client or drop --engine slurm")
+    try:
+        return subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{what}: {cmd[0]} did not answer in {timeout:g} s; is slurmctld up (SLURM_CONF)?") from None
+
+
+def sbatch_command(options: SlurmOptions, n_tasks: int, name: str, log_dir: Path, gpu: bool,
+                   script: Path) -> list[str]:
+    """The ``sbatch`` command of one array of ``n_tasks`` tasks."""
+    array = f"0-{n_tasks - 1}" + (f"%{options.max_parallel}" if options.max_parallel else "")
+    cmd = ["sbatch", "--parsable", f"--job-name={name}", f"--array={array}",
+           f"--output={log_dir}/slurm-%A_%a.out", "--export=ALL"]
+    gres = options.gres if options.gres is not None else ("gpu:1" if gpu else "")
+    if gres:
+        cmd.append(f"--gres={gres}")
+    for flag, value in (("--partition", options.partition), ("--account", options.account),
+                        ("--time", options.time_limit)):
+        if value:
+            cmd.append(f"{flag}={value}")
+    for extra in options.sbatch_args:
+        cmd += shlex.split(extra)
+    return cmd + [str(script)]
+
+
+def task_script(plan: Path) -> str:
+    """The batch script of every task: this zoobench, on the shared filesystem, runs the plan's task."""
+    python = shlex.quote(sys.executable)
+    root = shlex.quote(str(Path(__file__).resolve().parents[1]))
+    return (f"#!/bin/bash\n# zoobench Slurm task: one model of {plan}\ncd {root}\n"
+            f"exec {python} -m orchestrator.cli slurm task {shlex.quote(str(plan))}\n")
+
+
+def submit(cmd: list[str]) -> str:
+    proc = _slurm(cmd, "sbatch")
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise SlurmError(f"sbatch refused the array: {why}; check --partition/--account/--time/--sbatch-arg")
+    return proc.stdout.strip().split(";")[0]
+
+
+def task_states(job_id: str) -> dict[int, tuple[str, str]]:
+    """Array task index -> (state, reason) for the tasks Slurm still knows (``squeue --states=all``)."""
+    proc = _slurm(["squeue", "--states=all", "-r", "-h", "-j", job_id, "-o", "%i|%T|%r"], "squeue")
+    states: dict[int, tuple[str, str]] = {}
+    if proc.returncode != 0:
+        return states  # "Invalid job id": the array is over and purged
+    for line in proc.stdout.splitlines():
+        ident, _, rest = line.partition("|")
+        state, _, reason = rest.partition("|")
+        _, _, task = ident.partition("_")
+        if task.isdigit():
+            states[int(task)] = (state.strip(), reason.strip())
+    return states
+
+
+def scancel(job_id: str) -> None:
+    proc = _slurm(["scancel", job_id], "scancel")
+    if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+        raise SlurmError(f"scancel {job_id}: {proc.stderr.strip() or proc.returncode}")
+
+
+def wait_over(job_id: str, timeout_s: float = 120, poll_s: float = 0.5) -> bool:
+    """Wait until no task of the array is pending or running; True when over in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(state in TERMINAL for state, _ in task_states(job_id).values()):
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+# ---------------------------------------------------------------- the live array of a results folder
+
+def active_record(results: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state_dir(results) / ACTIVE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def live_array(results: Path) -> str | None:
+    """The job id of an array still pending or running on ``results``; a finished one's record is dropped."""
+    record = active_record(results)
+    if record is None:
+        return None
+    job_id = str(record.get("job_id"))
+    if shutil.which("squeue") is None:
+        raise SlurmError(f"{results} has a Slurm array ({job_id}) that this host cannot check (no squeue); "
+                         f"run on a Slurm login node, or delete {state_dir(results) / ACTIVE_FILE} if it is over")
+    if any(state not in TERMINAL for state, _ in task_states(job_id).values()):
+        return job_id
+    (state_dir(results) / ACTIVE_FILE).unlink(missing_ok=True)
+    return None
+
+
+def refuse_if_live(results: Path) -> None:
+    """Nothing one run does may break another: no bench starts on a folder a live array writes to."""
+    job_id = live_array(results)
+    if job_id is not None:
+        raise SlurmError(f"results folder {results} is being written by Slurm array {job_id}; wait for it, or "
+                         f"stop it with `zoobench slurm cancel {results}`")
+
+
+def cancel(results: Path, remove_containers: Callable[[], int], console: Console) -> tuple[str, int]:
+    """Cancel the live array of ``results``, wait for its tasks to stop their containers, then remove any
+    container of the folder still on this host. Returns (job id, containers removed)."""
+    record = active_record(results)
+    if record is None:
+        raise SlurmError(f"no Slurm array is running on {results} (no {state_dir(results) / ACTIVE_FILE})")
+    job_id = str(record["job_id"])
+    scancel(job_id)
+    if not wait_over(job_id):
+        console.print(f"note: array {job_id} still has tasks after 120 s; removing its containers anyway")
+    removed = remove_containers()
+    (state_dir(results) / ACTIVE_FILE).unlink(missing_ok=True)
+    return job_id, removed
+
+
+# ---------------------------------------------------------------- submit and follow
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _progress_of(log: Path) -> dict[str, Any] | None:
+    """The last progress record in a model's log (the tail only: logs can be long)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, os.path.getsize(log) - 8192))
+            tail = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        if line.startswith(PROGRESS_PREFIX):
+            try:
+                return json.loads(line[len(PROGRESS_PREFIX):])
+            except ValueError:
+                return None
+    return None
+
+
+def lost_outcome(job: Job, job_id: str, index: int, state: str, reason: str, log_dir: Path) -> Outcome:
+    """A task that ended without writing its outcome (killed hard, node failure, bad environment)."""
+    out = log_dir / f"slurm-{job_id}_{index}.out"
+    last = _last_line(out)
+    why = {"TIMEOUT": "reached the Slurm time limit (--time)", "CANCELLED": "cancelled in Slurm (scancel)",
+           "NODE_FAIL": "its node failed", "PREEMPTED": "preempted", "OUT_OF_MEMORY": "out of memory (Slurm)"}
+    text = why.get(state, f"Slurm task {job_id}_{index} ended {state or 'unseen'}"
+                   + (f" ({reason})" if reason and reason != "None" else ""))
+    status = "interrupted" if state in ("CANCELLED", "PREEMPTED") else "failed"
+    return Outcome(job, status, text + (f"; last line of {out}: {last}" if last else ""), None, None, str(out))
+
+
+class ArrayRun:
+    """One submitted array: follows its tasks to the end with live progress, or cancels it."""
+
+    def __init__(self, job_id: str, plan_path: Path, jobs: list[Job], results: Path, console: Console,
+                 progress: Any, poll_s: float = 1.0) -> None:
+        self.job_id, self.plan_path, self.jobs, self.results = job_id, plan_path, jobs, results
+        self.console, self.progress, self.poll_s = console, progress, poll_s
+        self.log_dir = results / "logs"
+        self.done: dict[int, Outcome] = {}
+
+    def follow(self) -> list[Outcome]:
+        overall = self.progress.add_task(f"slurm array {self.job_id}", total=len(self.jobs), detail="submitted")
+        lanes: dict[int, Any] = {}
+        gone: dict[int, int] = {}  # task -> polls seen over without an outcome (it may be writing it)
+        while len(self.done) < len(self.jobs):
+            states = task_states(self.job_id)
+            for i, job in enumerate(self.jobs):
+                if i in self.done:
+                    continue
+                state, reason = states.get(i, ("", ""))
+                outcome = read_outcome(self.plan_path, i, job)
+                if outcome is None and (state in TERMINAL or not state):
+                    gone[i] = gone.get(i, 0) + 1
+                    if gone[i] >= 3:
+                        outcome = lost_outcome(job, self.job_id, i, state, reason, self.log_dir)
+                if outcome is not None:
+                    if outcome.status == "interrupted" and state == "TIMEOUT":
+                        outcome.status, outcome.reason = "failed", "reached the Slurm time limit (--time)"
+                    self.done[i] = outcome
+                    self.progress.advance(overall)
+                    if i in lanes:
+                        self.progress.update(lanes.pop(i), visible=False)
+                    continue
+                if state == "RUNNING":
+                    if i not in lanes:
+                        lanes[i] = self.progress.add_task(f"task {i}", total=None, detail="")
+                    p = _progress_of(self.log_dir / f"{job.run_name}.log")
+                    what = (f"{p['done']}/{p['total']} images, {p['images_per_second']:.1f} img/s" if p
+                            else "starting")
+                    self.progress.update(lanes[i], detail=f"{job.image}/{job.model}: {what}")
+            counts = {s: sum(1 for st, _ in states.values() if st == s) for s in ("PENDING", "RUNNING")}
+            self.progress.update(overall, detail=f"{counts['RUNNING']} running, {counts['PENDING']} pending")
+            if len(self.done) < len(self.jobs):
+                time.sleep(self.poll_s)
+        return [self.done[i] for i in range(len(self.jobs))]
+
+
+def run_array(bench: Any, options: SlurmOptions, name: str, pixel_root: Path | None, use_gpu: bool,
+              console: Console) -> BenchSummary:
+    """Submit the unfinished jobs of ``bench`` as one array, follow it to the end, return the summary.
+    Ctrl-C (or SIGTERM) cancels the array, waits for its tasks to stop their containers and re-raises."""
+    refuse_if_live(bench.results_dir)
+    bench.clean()
+    reused, pending = bench.split()
+    summary = BenchSummary(list(reused))
+    if not pending:
+        return summary
+    folder = state_dir(bench.results_dir) / bench.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    plan_path = folder / PLAN_FILE
+    Plan.of(bench.run_id, bench.results_dir, bench.weights_dir, bench.data, pending, bench.weights_binds,
+            bench.force, pixel_root, use_gpu, options.runtime, options.images_dir).save(plan_path)
+    script = folder / "task.sh"
+    script.write_text(task_script(plan_path))
+    script.chmod(0o755)
+    log_dir = bench.results_dir.resolve() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    job_id = submit(sbatch_command(options, len(pending), name, log_dir, use_gpu, script))
+    write_json(state_dir(bench.results_dir) / ACTIVE_FILE,
+               {"job_id": job_id, "plan": str(plan_path), "run_id": bench.run_id, "models": len(pending)})
+    console.print(f"submitted Slurm array {job_id}: {len(pending)} task(s), one per model "
+                  f"(logs: {log_dir}/slurm-{job_id}_*.out)", highlight=False, soft_wrap=True)
+    try:
+        with bench._progress() as progress:
+            array = ArrayRun(job_id, plan_path, pending, bench.results_dir, console, progress, options.poll_s)
+            try:
+                summary.outcomes += array.follow()
+            except KeyboardInterrupt:
+                console.print(f"cancelling Slurm array {job_id} and stopping its containers ...")
+                cancel(bench.results_dir, bench.clean, console)
+                raise
+    finally:
+        (state_dir(bench.results_dir) / ACTIVE_FILE).unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    order = {j.run_name: i for i, j in enumerate(bench.jobs)}
+    summary.outcomes.sort(key=lambda o: order[o.job.run_name])
+    return summary

@@ -1,0 +1,138 @@
+"""Benches on a real single-node Slurm cluster (tests/slurm/cluster.sh: Debian slurm-wlm + munge, one
+fake GPU), running real containers: same predictions as a local run, a failing task reported while the
+others finish, a cancel that leaves no container and a re-run that finishes only the rest."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, one_line_error, require, zoobench
+from test_faults import (assert_clean, background, containers_of, containers_with_role, manifests_copy,  # noqa: F401
+                         published, set_model, wait_for)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slurm]
+SMOKE = ["run", "--profile", "smoke", "--limit", "3", "--model", "resnet18", "--model", "mobilenetv2",
+         "--model", "squeezenet1_1", "--engine", "slurm", "--gres", "gpu:1"]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """Start (or reuse) the cluster; clients find it through SLURM_CONF."""
+    require(os.geteuid() == 0 or shutil.which("sbatch") is not None, "starting the Slurm cluster needs root")
+    proc = subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "cluster.sh"), "up"], capture_output=True,
+                          text=True, timeout=300)
+    require(proc.returncode == 0, f"the Slurm test cluster did not start: {proc.stderr.strip()[-500:]}")
+    conf = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    os.environ["SLURM_CONF"] = conf
+    return conf
+
+
+def predictions(run_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(run_dir / "predictions.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+def test_sample_profile_on_slurm_gives_the_local_predictions(image_tags, slurm_cluster, tmp_path):
+    local, on_slurm = tmp_path / "local", tmp_path / "slurm"
+    zoobench("run", "--profile", "sample", "--results", str(local), check=True)
+    proc = zoobench("run", "--profile", "sample", "--results", str(on_slurm), "--engine", "slurm", "--gres", "gpu:1",
+                    "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert "submitted Slurm array" in proc.stderr
+    runs = sorted(p.name for p in local.iterdir() if (p / "run.json").is_file())
+    assert runs == sorted(p.name for p in on_slurm.iterdir() if (p / "run.json").is_file()) and len(runs) == 3
+    for name in runs:
+        a, b = predictions(local / name), predictions(on_slurm / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+    ranked = json.loads(proc.stdout)
+    assert len(ranked) == 3 and all(r["n"] == 6 for r in ranked)
+    # Each task got the cluster's one (fake) GPU from Slurm's gres scheduling.
+    outs = sorted((on_slurm / "logs").glob("slurm-*_*.out"))
+    assert len(outs) == 3 and all("(GPUs: 0)" in p.read_text() for p in outs), [p.read_text() for p in outs]
+    assert not (on_slurm / ".slurm" / "active.json").exists()
+    assert_clean(on_slurm)
+    again = zoobench("run", "--profile", "sample", "--results", str(on_slurm), "--engine", "slurm")
+    assert again.returncode == 0 and again.stderr.count("reused") == 3, again.stderr
+    assert "submitted Slurm array" not in again.stderr  # nothing left to submit
+
+
+def test_a_failing_task_is_reported_and_the_others_finish(image_tags, slurm_cluster, tmp_path, manifests_copy):
+    set_model(manifests_copy, "keras/efficientnet_lite0", timeout_s=2)
+    results = tmp_path / "results"
+    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(results), "--engine", "slurm",
+                    "--manifests", str(manifests_copy))
+    assert proc.returncode == 1, proc.stderr
+    assert "keras/efficientnet_lite0 failed: timed out after 2 s" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(published(results)) == ["mxnet-efficientnet_lite0", "pytorch-efficientnet_lite0"]
+    assert_clean(results)
+
+
+def test_cancel_mid_run_stops_the_containers_and_a_rerun_finishes_the_rest(image_tags, slurm_cluster, tmp_path):
+    results = tmp_path / "results"
+    args = [*SMOKE, "--results", str(results)]
+    first = background(*args)
+    wait_for(lambda: published(results) and containers_with_role(results, "model"),
+             "one model published and the next one's container running", first, timeout=900)
+    cancel = zoobench("slurm", "cancel", str(results))
+    assert cancel.returncode == 0, cancel.stderr
+    assert "cancelled Slurm array" in cancel.stderr
+    assert containers_of(results) == []  # scancel alone would leave the running container behind
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 1 and "interrupted" in err, err
+    done = published(results)
+    assert 1 <= len(done) < 3
+    assert_clean(results)
+    again = zoobench(*args)
+    assert again.returncode == 0, again.stderr
+    after = published(results)
+    assert len(after) == 3 and all(after[name] == stamp for name, stamp in done.items())
+    assert again.stderr.count("reused") == len(done)
+    assert f"{3 - len(done)} task(s)" in again.stderr
+
+
+def test_ctrl_c_of_the_submitter_cancels_the_array(image_tags, slurm_cluster, tmp_path):
+    results = tmp_path / "results"
+    first = background(*SMOKE, "--results", str(results))
+    wait_for(lambda: containers_with_role(results, "model"), "a model container running", first, timeout=900)
+    job = json.loads((results / ".slurm" / "active.json").read_text())["job_id"]
+    os.killpg(first.pid, signal.SIGINT)
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == 130 and "cancelling Slurm array" in err, err
+    assert containers_of(results) == []
+    states = subprocess.run(["squeue", "--states=all", "-r", "-h", "-j", job, "-o", "%T"], capture_output=True,
+                            text=True).stdout.split()
+    assert states and not {"RUNNING", "PENDING"} & set(states), states
+    assert_clean(results)
+
+
+def test_a_second_bench_is_refused_while_an_array_writes_the_folder(image_tags, slurm_cluster, tmp_path):
+    results = tmp_path / "results"
+    first = background(*SMOKE, "--results", str(results))
+    try:
+        wait_for(lambda: (results / ".slurm" / "active.json").exists(), "the array submitted", first, timeout=600)
+        os.killpg(first.pid, signal.SIGKILL)  # the submitter dies; its array goes on
+        first.wait()
+        local = zoobench("run", "--profile", "smoke", "--limit", "3", "--model", "resnet18", "--results", str(results))
+        assert local.returncode == 2 and "is being written by Slurm array" in local.stderr, local.stderr
+    finally:
+        if (results / ".slurm" / "active.json").exists():
+            zoobench("slurm", "cancel", str(results))
+    assert containers_of(results) == []
+
+
+def test_no_slurm_client_on_the_host_is_one_line(image_tags, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(tmp_path / "r"), "--engine", "slurm",
+                    env={"PATH": str(empty)})
+    one_line_error(proc, "sbatch not found")
+    assert containers_of(tmp_path / "r") == []
