@@ -441,7 +441,7 @@ class Bench:
                 )
         if result.cancelled:
             raise KeyboardInterrupt
-        return None if result.exit_code == 0 else result.reason
+        return None if result.exit_code == 0 else f"{result.reason}; log: {result.log_path}"
 
     def _pixels_for(self, job: Job) -> Path | None:
         folder = self.pixel_dirs.get(job.run_name)

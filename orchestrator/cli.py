@@ -204,8 +204,8 @@ def run(
                                                rich_help_panel="Slurm"),
     sbatch_arg: Optional[list[str]] = typer.Option(None, "--sbatch-arg", help="extra sbatch arguments (repeatable)",
                                                    rich_help_panel="Slurm"),
-    images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Slurm: a shared folder of `zoobench images "
-                                              "export`; a node lacking an image loads it from there",
+    images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="a shared folder of `zoobench images export`; "
+                                              "this host and every Slurm node load the images they lack from it",
                                               rich_help_panel="Slurm"),
     manifests: Path = ManifestOpt,
 ) -> None:
@@ -262,13 +262,18 @@ def run(
             console.print(f"data: embedded sample set at {data}")
         tags = image_tags(manifests, var)
         needed = sorted(set(prof.models))
+        if images_dir is not None:  # exported images first: a host that has them need not build them
+            from . import imagestore
+
+            for tag in imagestore.load_missing(client, [tags[n] for n in needed], images_dir, strict=False):
+                console.print(f"loaded {tag} from {images_dir}", highlight=False)
         if build:
             for name in needed:
                 images_build_one(client, name, var, manifests)
-        for name in needed:
-            containers.require_image(client, tags[name])
         jobs = plan_jobs(prof, models_manifest, tags, lambda img: served_models(client, tags[img]),
                          only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision)
+        for name in sorted({j.image for j in jobs}):  # only the images the chosen models run in
+            containers.require_image(client, tags[name])
         if not jobs:
             raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")
         scanned, digests = scan_data(data, jobs, results)
@@ -343,14 +348,26 @@ def report(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="default: RESULTS_DIR"),
     labels: Optional[str] = LabelsOpt,
     mixed_precision: bool = MixedOpt,
+    data: Optional[Path] = typer.Option(None, "--data", help="the data folder the runs were made on, for the "
+                                        "gallery's thumbnails (default: the folder run.json records, if it is here)"),
+    manifests: Path = ManifestOpt,
 ) -> None:
-    """Write results.md and a PNG of Acc@1 against images/s per framework."""
+    """Write results.md, a PNG of Acc@1 against images/s per framework, and report.html (one self-contained
+    page: sortable ranking, plot, environments, agreement matrices, disagreement gallery)."""
+    from .architectures import ARCHITECTURES_FILE, load_architectures
+    from .htmlreport import data_roots, write_html_report
     from .labels import parse_labels
     from .ranking import run_rank
     from .report import write_report
 
-    rows = run_rank(results_dir, parse_labels(labels), "none", out, mixed_precision=mixed_precision)
-    for path in write_report(rows, out_dir or results_dir):
+    parsed = parse_labels(labels)
+    architectures = load_architectures(manifests / ARCHITECTURES_FILE)
+    rows = run_rank(results_dir, parsed, "none", out, mixed_precision=mixed_precision)
+    data_roots(rows, data)  # a bad --data is one line before anything is written
+    written = write_report(rows, out_dir or results_dir)
+    written.append(write_html_report(rows, results_dir, out_dir or results_dir, architectures, labels=parsed,
+                                     data=data, png=written[1]))
+    for path in written:
         out.print(str(path))
 
 

@@ -104,6 +104,32 @@ def hardened(limits: Limits = Limits()) -> dict[str, Any]:
     return settings
 
 
+def is_podman(client: docker.DockerClient) -> bool:
+    """Whether the engine behind ``client`` is Podman (its Docker-compatible API names itself)."""
+    cached = getattr(client, "_zoobench_podman", None)
+    if cached is None:
+        try:
+            parts = client.version().get("Components") or []
+        except DockerException:
+            parts = []
+        cached = any("podman" in str(p.get("Name", "")).lower() for p in parts)
+        client._zoobench_podman = cached
+    return cached
+
+
+def engine_settings(client: docker.DockerClient) -> dict[str, Any]:
+    """What one engine needs beyond :func:`hardened`. Podman sets rlimits of its own (nofile 1048576,
+    nproc) that a host with lower hard limits refuses at container start ("error setting rlimit"), so
+    its containers get this process's nofile limit and an nproc limit equal to the PID limit."""
+    if not is_podman(client):
+        return {}
+    import resource
+
+    nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20)
+    return {"ulimits": [docker.types.Ulimit(name="nofile", soft=nofile, hard=nofile),
+                        docker.types.Ulimit(name="nproc", soft=PIDS_LIMIT, hard=PIDS_LIMIT)]}
+
+
 def container_user() -> str | None:
     """The invoking user; on a root host, None (the image's non-root user, see :func:`handed_over`)."""
     return None if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
@@ -209,7 +235,7 @@ def predict_in_container(
     ``network`` is a docker network name ("none": no network at all)."""
     weights_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    settings = hardened(limits)
+    settings = {**hardened(limits), **engine_settings(client)}
     settings["environment"].update(environment or {})
     if gpu is not None:
         settings["device_requests"] = [docker.types.DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])]
@@ -316,7 +342,7 @@ def kill_run(client: docker.DockerClient, run_id: str) -> int:
 
 def predict_json(client: docker.DockerClient, image: str, verb: str) -> Any:
     """Run ``predict list`` or ``predict info`` and parse its JSON."""
-    settings = hardened()
+    settings = {**hardened(), **engine_settings(client)}
     try:
         raw = client.containers.run(image, command=[verb], remove=True, network_mode="none", stdout=True,
                                     stderr=False, user=container_user(), labels={LABEL: "1"}, **settings)

@@ -64,8 +64,9 @@ def load(client: Any, path: Path) -> list[str]:
     return [t for image in loaded for t in image.tags]
 
 
-def load_missing(client: Any, tags: list[str], folder: Path) -> list[str]:
-    """Load from ``folder`` each of ``tags`` this engine lacks; returns those loaded."""
+def load_missing(client: Any, tags: list[str], folder: Path, strict: bool = True) -> list[str]:
+    """Load from ``folder`` each of ``tags`` this engine lacks; returns those loaded. ``strict``: an
+    image that is neither here nor in ``folder`` is an error (else it is left to be built)."""
     loaded = []
     for tag in tags:
         try:
@@ -75,6 +76,8 @@ def load_missing(client: Any, tags: list[str], folder: Path) -> list[str]:
             pass
         path = folder / tar_name(tag)
         if not path.is_file():
+            if not strict:
+                continue
             raise ImageStoreError(f"image {tag} is not on this node and {path} does not exist; run "
                                   f"`zoobench images export --to {folder}` where the image is built")
         load(client, path)

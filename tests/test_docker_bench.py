@@ -29,6 +29,17 @@ def test_sample_bench_ranks_lite0_in_three_frameworks(image_tags, tmp_path):
     assert lite["pytorch"]["acc1"] == lite["keras"]["acc1"] == lite["mxnet"]["acc1"]
     stamps = {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
     assert len(stamps) == 3
+    # Real runs of one architecture in three frameworks: the agreement matrix and a pairwise compare.
+    matrix = json.loads(zoobench("compare", str(results), "--matrix", "--format", "json", check=True).stdout)
+    lite0 = next(m for m in matrix if m["architecture"] == "efficientnet_lite0")
+    assert sorted(lite0["runs"]) == ["keras-efficientnet_lite0", "mxnet-efficientnet_lite0", "pytorch-efficientnet_lite0"]
+    assert all(n == 6 for row in lite0["n_shared"] for n in row)
+    pair = json.loads(zoobench("compare", str(results / "pytorch-efficientnet_lite0"), str(results / "keras-efficientnet_lite0"),
+                               "--format", "json", check=True).stdout)
+    right = round(lite["pytorch"]["acc1"] * 6)
+    assert pair["n_shared"] == 6 and pair["both_right"] + pair["only_a"] == right
+    assert pair["both_right"] + pair["only_b"] == round(lite["keras"]["acc1"] * 6)
+    assert pair["top1_agreement"] == lite0["top1"][2][0] == lite0["top1"][0][2]
     again = zoobench("run", "--profile", "sample", "--results", str(results))
     assert again.returncode == 0 and again.stderr.count("reused") == 3, again.stderr
     assert {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")} == stamps

@@ -74,8 +74,9 @@ def source_files(northcutt: Path, framework: str, model: str) -> tuple[Path, Pat
     return folder / f"{stem}preds.npy", folder / f"{stem}probs.npy"
 
 
-def convert(northcutt: Path, out: Path, flat: bool) -> Path:
-    """Write one contract run folder per published model; paths "<wnid>/<file>" or flat "<file>"."""
+def convert(northcutt: Path, out: Path, flat: bool, only: set[str] | None = None) -> Path:
+    """Write one contract run folder per published model (or only the runs named in ``only``, e.g.
+    "keras-resnet50"); paths "<wnid>/<file>" or flat "<file>"."""
     truth_csv = northcutt / GROUND_TRUTH
     with truth_csv.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -83,6 +84,8 @@ def convert(northcutt: Path, out: Path, flat: bool) -> Path:
     digest = "sha256:" + hashlib.sha256(truth_csv.read_bytes()).hexdigest()
     for platform, model, *_ in PUBLISHED:
         framework = platform.split()[0].lower()
+        if only is not None and f"{framework}-{model}" not in only:
+            continue
         preds_path, probs_path = source_files(northcutt, framework, model)
         preds, probs = np.load(preds_path), np.load(probs_path).astype(np.float32)
         assert preds.shape == probs.shape == (len(paths), 5)

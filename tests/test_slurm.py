@@ -1,6 +1,7 @@
 """Benches on a real single-node Slurm cluster (tests/slurm/cluster.sh: Debian slurm-wlm + munge, one
 fake GPU), running real containers: same predictions as a local run, a failing task reported while the
-others finish, a cancel that leaves no container and a re-run that finishes only the rest."""
+others finish, a cancel that leaves no container and a re-run that finishes only the rest; and the
+Podman runtime (a real `podman system service`) fed by `zoobench images export`."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, one_line_error, require, zoobench
+from conftest import IN_CI, ROOT, one_line_error, require, zoobench
+from orchestrator import imagestore
 from test_faults import (assert_clean, background, containers_of, containers_with_role, manifests_copy,  # noqa: F401
                          published, set_model, wait_for)
 
@@ -32,6 +34,39 @@ def slurm_cluster() -> str:
     conf = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
     os.environ["SLURM_CONF"] = conf
     return conf
+
+
+PODMAN_SOCKET = Path("/run/podman/podman.sock")
+
+
+@pytest.fixture(scope="session")
+def podman_host():
+    """A running Podman API service (started here when none answers); its CONTAINER_HOST URL."""
+    import docker
+
+    if shutil.which("podman") is None and os.geteuid() == 0 and IN_CI:
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "podman"], capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=600)
+    require(shutil.which("podman") is not None, "podman is not installed (apt-get install podman)")
+    url = f"unix://{PODMAN_SOCKET}"
+
+    def answers() -> bool:
+        try:
+            docker.DockerClient(base_url=url, timeout=5).ping()
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    service = None
+    if not answers():
+        PODMAN_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+        service = subprocess.Popen(["podman", "system", "service", "--time=0", url], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(answers, "the podman API service", timeout=60)
+    yield url
+    if service is not None:
+        service.terminate()
+        service.wait(timeout=30)
 
 
 def predictions(run_dir: Path) -> dict[str, np.ndarray]:
@@ -136,3 +171,28 @@ def test_no_slurm_client_on_the_host_is_one_line(image_tags, tmp_path):
                     env={"PATH": str(empty)})
     one_line_error(proc, "sbatch not found")
     assert containers_of(tmp_path / "r") == []
+
+
+def test_podman_runtime_on_slurm_loads_exported_images_and_matches_docker(image_tags, slurm_cluster, podman_host,
+                                                                          tmp_path):
+    lite0 = ["--profile", "sample", "--model", "mxnet/efficientnet_lite0", "--no-build"]
+    local = tmp_path / "docker"
+    zoobench("run", *lite0, "--results", str(local), check=True)
+    store = tmp_path / "images"
+    zoobench("images", "export", "mxnet", "--to", str(store), check=True)
+    tar = store / imagestore.tar_name(image_tags["mxnet"])
+    assert tar.is_file() and tar.stat().st_size > 100e6 and not list(store.glob(".*"))
+    assert "already there" in zoobench("images", "export", "mxnet", "--to", str(store), check=True).stderr
+    subprocess.run(["podman", "rmi", "-f", image_tags["mxnet"]], capture_output=True)  # podman must load it
+    results = tmp_path / "podman"
+    proc = zoobench("run", *lite0, "--results", str(results), "--engine", "slurm", "--runtime", "podman",
+                    "--images-dir", str(store), env={"CONTAINER_HOST": podman_host})
+    assert proc.returncode == 0, proc.stderr
+    assert f"loaded {image_tags['mxnet']}" in proc.stderr
+    name = "mxnet-efficientnet_lite0"
+    a, b = predictions(local / name), predictions(results / name)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    left = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=zoobench.results={results.resolve()}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert left == []

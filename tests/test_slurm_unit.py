@@ -97,6 +97,8 @@ def test_cli_errors_are_one_line(tmp_path):
                    "runs inside a Slurm array task")
     one_line_error(zoobench("slurm", "cancel", str(tmp_path)), "no Slurm array is running on")
     one_line_error(zoobench("images", "load", str(tmp_path)), "holds no image tar")
+    one_line_error(zoobench("run", "--runtime", "podman", "--results", str(tmp_path / "r"),
+                            env={"CONTAINER_HOST": f"unix://{tmp_path}/no.sock"}), "cannot reach Podman's API")
 
 
 def test_a_live_array_record_without_squeue_is_one_clear_line(tmp_path, monkeypatch):
