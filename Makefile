@@ -7,7 +7,7 @@ VARIANT ?= $(if $(GPUS),cuda,cpu)
 DATA    ?=
 GPUS    ?=
 
-.PHONY: install docker images bench test test-unit benchmark benchmark-suite lock clean
+.PHONY: install docker images bench test test-unit benchmark benchmark-suite benchmark-slurm lock clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ benchmark: install docker images
 
 benchmark-suite: install docker images
 	$(VENV)/bin/python tests/benchmarks/bench_suite.py
+
+benchmark-slurm: install docker images
+	eval "$$(bash tests/slurm/cluster.sh up | grep '^export SLURM_CONF=')" && $(VENV)/bin/python tests/benchmarks/bench_slurm.py
 
 # Re-resolve the image locks with uv: every package pinned, the sha256 of every file PyPI publishes,
 # wheels only, for the CPythons each lock's images use (images/uv/<pythons>/pyproject.toml).

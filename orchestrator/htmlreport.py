@@ -28,6 +28,7 @@ HTML_FILE = "report.html"
 THUMB_PX = 128  # longest side of a gallery thumbnail
 PER_PAIR = 8  # disagreeing images shown per pair of runs
 REQUEST_FILE = "request.json"
+SHOWN_ENV = ("framework", "framework_version", "image_tag", "image_id")  # env keys with a column of their own
 NUMERIC = {"Rank@1", "Rank@5", "N", "Acc@1 %", "Acc@1 95% CI", "Acc@5 %", "Acc@5 95% CI", "img/s", "p vs next"}
 # Offline by construction: the browser refuses any load that is not an inline style/script or a data: image.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -94,6 +95,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _dict(d: dict[str, Any], key: str) -> dict[str, Any]:
+    value = d.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _kv(d: Any) -> str:
     """A dict as ``key value`` lines (values JSON when not plain), escaped."""
     if not isinstance(d, dict) or not d:
@@ -147,29 +153,26 @@ def environment_section(rows: list[RankRow]) -> str:
         r = row.result
         run = _read_json(r.run_dir / RUN_FILE)
         request = _read_json(r.run_dir / REQUEST_FILE)
-        req = request.get("request") if isinstance(request.get("request"), dict) else {}
-        env = run.get("env") if isinstance(run.get("env"), dict) else {}
+        req, env, data = _dict(request, "request"), _dict(run, "env"), _dict(run, "data")
         weights = run.get("weights")
         if isinstance(weights, dict):
             wtext = " ".join(str(weights[k]) for k in ("kind", "source") if weights.get(k))
             wsha = weights.get("sha256")
         else:
             wtext, wsha = str(weights or ""), req.get("weights_sha256")
-        data = run.get("data") if isinstance(run.get("data"), dict) else {}
         cache = request.get("pixel_cache")
         if not cache and isinstance(run.get("pixel_cache"), dict):
             cache = run["pixel_cache"].get("folder")
         pixels = f"cache {cache}" if cache else "decoded"
         if run.get("normalise"):
             pixels += f", normalised on {run['normalise']}"
-        seconds = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in (run.get("seconds") or {}).items()} \
-            if isinstance(run.get("seconds"), dict) else {}
-        software = {k: v for k, v in env.items() if k not in ("framework", "framework_version", "image_tag", "image_id")}
+        seconds = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in _dict(run, "seconds").items()}
+        software = {k: v for k, v in env.items() if k not in SHOWN_ENV}
         precision = r.precision + (f" {json.dumps(run['precision_settings'], sort_keys=True)}"
                                    if run.get("precision_settings") else "")
         image = env.get("image_tag") or req.get("image") or ""
         cells = [esc(r.run), esc(r.platform), esc(image), _short(env.get("image_id") or req.get("image_id")),
-                 esc(wtext), _short(wsha), esc(precision), esc(r.device), esc("" if r.batch_size is None else r.batch_size),
+                 esc(wtext), _short(wsha), esc(precision), esc(r.device), esc(r.batch_size),
                  _kv(run.get("preprocessing")), esc(pixels),
                  esc(" ".join(f"{k} {v}" for k, v in (("root", data.get("root")), ("limit", data.get("limit")))
                               if v not in (None, ""))),
@@ -177,7 +180,8 @@ def environment_section(rows: list[RankRow]) -> str:
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     return ('<h2 id="environment">Environment of every run</h2>\n<p class="small">As recorded in each run\'s '
-            'run.json (and request.json for runs made by <code>zoobench run</code>); hover a digest for all of it.</p>\n'
+            'run.json (and request.json for runs made by <code>zoobench run</code>); '
+            'hover a digest for all of it.</p>\n'
             f'<div class="scroll"><table class="env" id="env-table"><thead><tr>{head}</tr></thead><tbody>\n'
             + "\n".join(body) + "\n</tbody></table></div>")
 
