@@ -96,6 +96,7 @@ def cached_predict_json(client: Any, tag: str, command: str) -> Any:
     cache = predict_cache_file(tag, command)
     if cache.is_file():
         return json.loads(cache.read_text())
+    containers.require_image(client, tag)  # "not built" in one line, never a pull from a registry
     answer = containers.predict_json(client, tag, command)
     write_json(cache, answer)
     return answer
@@ -300,7 +301,13 @@ def run(
     rows = summary_rows(summary)
     print_summary(rows)
     if summary.count("ok") + summary.count("reused"):
-        run_rank(results, labels, fmt, out, mixed_precision=mixed_precision)
+        ranked = run_rank(results, labels, fmt, out, mixed_precision=mixed_precision)
+        try:
+            html = write_reports(ranked, results, results, labels, data, manifests)[-1]
+            console.print(f"report: {html} (with results.md and acc_vs_speed.png)", highlight=False, soft_wrap=True)
+        except Exception as exc:  # noqa: BLE001 - a report that cannot be written never fails a finished bench
+            console.print(f"note: no report written ({type(exc).__name__}: {exc}); `zoobench report {results}` "
+                          "retries it", highlight=False, soft_wrap=True)
     failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
     for r in failed:  # in full, one line each, after the ranking: the table cuts long reasons
         log = f" (log: {r['log']})" if r["log"] else ""
@@ -354,21 +361,28 @@ def report(
 ) -> None:
     """Write results.md, a PNG of Acc@1 against images/s per framework, and report.html (one self-contained
     page: sortable ranking, plot, environments, agreement matrices, disagreement gallery)."""
-    from .architectures import ARCHITECTURES_FILE, load_architectures
-    from .htmlreport import data_roots, write_html_report
     from .labels import parse_labels
     from .ranking import run_rank
-    from .report import write_report
 
     parsed = parse_labels(labels)
-    architectures = load_architectures(manifests / ARCHITECTURES_FILE)
     rows = run_rank(results_dir, parsed, "none", out, mixed_precision=mixed_precision)
-    data_roots(rows, data)  # a bad --data is one line before anything is written
-    written = write_report(rows, out_dir or results_dir)
-    written.append(write_html_report(rows, results_dir, out_dir or results_dir, architectures, labels=parsed,
-                                     data=data, png=written[1]))
-    for path in written:
+    for path in write_reports(rows, results_dir, out_dir or results_dir, parsed, data, manifests):
         out.print(str(path))
+
+
+def write_reports(rows: list[Any], results_dir: Path, out_dir: Path, labels: Any, data: Path | None,
+                  manifests: Path) -> list[Path]:
+    """results.md, acc_vs_speed.png and report.html of ranked ``rows`` into ``out_dir``."""
+    from .architectures import ARCHITECTURES_FILE, load_architectures
+    from .htmlreport import data_roots, write_html_report
+    from .report import write_report
+
+    architectures = load_architectures(manifests / ARCHITECTURES_FILE)
+    data_roots(rows, data)  # a bad --data is one line before anything is written
+    written = write_report(rows, out_dir)
+    written.append(write_html_report(rows, results_dir, out_dir, architectures, labels=labels, data=data,
+                                     png=written[1]))
+    return written
 
 
 @app.command()

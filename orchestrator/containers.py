@@ -350,4 +350,6 @@ def predict_json(client: docker.DockerClient, image: str, verb: str) -> Any:
         raise EngineError(f"image {image} is not built; run `zoobench images build`") from None
     except docker.errors.ContainerError as exc:
         raise EngineError(f"`predict {verb}` failed in {image}: {exc.stderr.decode(errors='replace').strip()[-300:]}") from None
+    except APIError as exc:
+        raise EngineError(f"the engine refused `predict {verb}` in {image}: {exc.explanation or exc}") from None
     return json.loads(raw)

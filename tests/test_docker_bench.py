@@ -29,6 +29,10 @@ def test_sample_bench_ranks_lite0_in_three_frameworks(image_tags, tmp_path):
     assert lite["pytorch"]["acc1"] == lite["keras"]["acc1"] == lite["mxnet"]["acc1"]
     stamps = {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
     assert len(stamps) == 3
+    page = (results / "report.html").read_text()  # the bench writes its report, the plot inline
+    assert f"report: {results / 'report.html'}" in proc.stderr
+    assert all(f"{fw}-efficientnet_lite0" in page for fw in lite) and "data:image/png;base64," in page
+    assert (results / "results.md").is_file() and (results / "acc_vs_speed.png").is_file()
     # Real runs of one architecture in three frameworks: the agreement matrix and a pairwise compare.
     matrix = json.loads(zoobench("compare", str(results), "--matrix", "--format", "json", check=True).stdout)
     lite0 = next(m for m in matrix if m["architecture"] == "efficientnet_lite0")

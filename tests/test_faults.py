@@ -55,9 +55,16 @@ def assert_clean(results: Path) -> None:
     assert not [p for p in results.rglob(".*.tmp")]
 
 
+def _default_signals() -> None:
+    """A user's shell: Ctrl-C interrupts. A shell script's `cmd &` (a CI runner) starts its children with
+    SIGINT ignored, and Python keeps an ignored SIGINT, so the test's own SIGINT would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def background(*args: str) -> subprocess.Popen:
     return subprocess.Popen([str(EXE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+                            start_new_session=True, env={**os.environ, "COLUMNS": "200"},
+                            preexec_fn=_default_signals)
 
 
 def wait_for(condition, what: str, proc: subprocess.Popen | None = None, timeout: float = 600):
