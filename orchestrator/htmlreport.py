@@ -27,6 +27,7 @@ from .report import _atomic
 HTML_FILE = "report.html"
 THUMB_PX = 128  # longest side of a gallery thumbnail
 PER_PAIR = 8  # disagreeing images shown per pair of runs
+MAX_CARDS = 240  # gallery cards in one report (fewer per pair when there are many pairs): a page stays a few MB
 REQUEST_FILE = "request.json"
 SHOWN_ENV = ("framework", "framework_version", "image_tag", "image_id")  # env keys with a column of their own
 NUMERIC = {"Rank@1", "Rank@5", "N", "Acc@1 %", "Acc@1 95% CI", "Acc@5 %", "Acc@5 95% CI", "img/s", "p vs next"}
@@ -289,6 +290,12 @@ def data_roots(rows: list[RankRow], data: Path | None) -> tuple[list[Path], str 
     return [], f"No thumbnails: {where}; pass --data DIR (the folder the runs were made on) to show the images."
 
 
+def images_per_pair(matrices: list[AgreementMatrix]) -> int:
+    """:data:`PER_PAIR`, or fewer when all pairs would show more than :data:`MAX_CARDS` (at least one)."""
+    n_pairs = sum(len(m.runs) * (len(m.runs) - 1) // 2 for m in matrices)
+    return max(1, min(PER_PAIR, MAX_CARDS // max(1, n_pairs)))
+
+
 def pair_comparisons(results_dir: Path, matrices: list[AgreementMatrix], labels: Labels,
                      per_pair: int = PER_PAIR) -> list[tuple[str, Comparison]]:
     """(architecture, comparison) for each pair of runs of one architecture, ``per_pair`` images each."""
@@ -304,7 +311,8 @@ def pair_comparisons(results_dir: Path, matrices: list[AgreementMatrix], labels:
     return out
 
 
-def gallery_section(pairs: list[tuple[str, Comparison]], thumbs: Thumbnails, note: str | None) -> str:
+def gallery_section(pairs: list[tuple[str, Comparison]], thumbs: Thumbnails, note: str | None,
+                    per_pair: int = PER_PAIR) -> str:
     from zoobench_contract.imagenet import class_names
 
     names = class_names()
@@ -312,7 +320,7 @@ def gallery_section(pairs: list[tuple[str, Comparison]], thumbs: Thumbnails, not
     if not pairs:
         out.append('<p class="note">No pair of runs of one architecture; no gallery.</p>')
         return "\n".join(out)
-    out.append(f'<p class="small">For each pair, up to {PER_PAIR} images whose top-1 classes differ, where the sum '
+    out.append(f'<p class="small">For each pair, up to {per_pair} images whose top-1 classes differ, where the sum '
                "of both top-1 scores is highest (both runs most sure of different classes). "
                '<span class="ok">&#10003;</span> = right.</p>')
     if note:
@@ -349,10 +357,11 @@ def render_html(rows: list[RankRow], results_dir: Path, architectures: Architect
                 labels: Labels = None, data: Path | None = None, png: Path | None = None) -> str:
     results_dir = Path(results_dir)
     matrices, notes = agreement_matrices(results_dir, architectures)
-    pairs = pair_comparisons(results_dir, matrices, labels)
+    per_pair = images_per_pair(matrices)
+    pairs = pair_comparisons(results_dir, matrices, labels, per_pair)
     roots, note = data_roots(rows, data)
     thumbs = Thumbnails(roots)
-    gallery = gallery_section(pairs, thumbs, note)  # fills thumbs.missing
+    gallery = gallery_section(pairs, thumbs, note, per_pair)  # fills thumbs.missing
     if thumbs.missing:
         where = ", ".join(str(r) for r in roots)
         gallery = gallery.replace(

@@ -230,6 +230,19 @@ def test_no_pair_and_labels_csv(tmp_path):
     assert rows[1][8] == pct(5 / 6)  # image 0 relabelled by the CSV: 5 of 6 right
 
 
+def test_the_gallery_is_capped_in_all_not_only_per_pair():
+    from orchestrator.compare import AgreementMatrix
+    from orchestrator.htmlreport import MAX_CARDS, PER_PAIR, images_per_pair
+
+    def arch(n_runs: int) -> AgreementMatrix:
+        return AgreementMatrix("a", [f"r{i}" for i in range(n_runs)], [], [], [], [])
+
+    assert images_per_pair([arch(2), arch(3)]) == PER_PAIR  # 4 pairs x 8
+    many = [arch(3)] * 40  # 120 pairs
+    assert images_per_pair(many) * 120 <= MAX_CARDS and images_per_pair(many) >= 1
+    assert images_per_pair([arch(40)]) == 1  # 780 pairs: still one image each
+
+
 def test_real_labels(published_subset, tmp_path):
     manifest = ArchitecturesManifest.model_validate({"architectures": {"resnet50": {"pytorch": "resnet50",
                                                                                      "keras": "resnet50"}}})

@@ -134,6 +134,19 @@ def test_cancel_mid_run_stops_the_containers_and_a_rerun_finishes_the_rest(image
     assert f"{3 - len(done)} task(s)" in again.stderr
 
 
+def test_a_plain_scancel_stops_the_containers_too(image_tags, slurm_cluster, tmp_path):
+    """scancel alone leaves a `docker run` container running; a zoobench task kills its own on SIGTERM."""
+    results = tmp_path / "results"
+    first = background(*SMOKE, "--results", str(results))
+    wait_for(lambda: containers_with_role(results, "model"), "a model container running", first, timeout=900)
+    job = json.loads((results / ".slurm" / "active.json").read_text())["job_id"]
+    subprocess.run(["scancel", job], check=True)
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == 1 and "interrupted (the Slurm task was cancelled)" in err, err
+    assert containers_of(results) == []  # nobody but the tasks removed them
+    assert_clean(results)
+
+
 def test_ctrl_c_of_the_submitter_cancels_the_array(image_tags, slurm_cluster, tmp_path):
     results = tmp_path / "results"
     first = background(*SMOKE, "--results", str(results))
