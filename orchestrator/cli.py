@@ -776,6 +776,13 @@ def doctor(
                   "(defaults.memory / models.IMAGE/MODEL.memory in manifests/models.yaml)")
     except ManifestError as exc:
         line(False, "manifests", str(exc))
+    out.print(f"    slurm: {slurm.cluster_summary()}", highlight=False)
+    if shutil.which("podman") or os.environ.get("CONTAINER_HOST"):
+        try:
+            podman = containers.connect("podman").version().get("Version", "?")
+            out.print(f"    podman API: {podman} at {containers.podman_socket()} (--runtime podman)", highlight=False)
+        except containers.EngineError as exc:
+            out.print(f"    podman API: {exc}", highlight=False)
     if data is not None:
         try:
             found = list_images(data)

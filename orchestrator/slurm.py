@@ -234,6 +234,20 @@ def wait_over(job_id: str, timeout_s: float = 120, poll_s: float = 0.5) -> bool:
     return False
 
 
+def cluster_summary() -> str:
+    """One line for `zoobench doctor`: the partitions this host can submit to, or why it cannot."""
+    if shutil.which("sbatch") is None:
+        return "no sbatch on this host (--engine slurm runs on a Slurm login node)"
+    try:
+        proc = _slurm(["sinfo", "-h", "-o", "%P %a %D %G"], "sinfo", timeout=15)
+    except SlurmError as exc:
+        return str(exc)
+    if proc.returncode != 0:
+        return f"sinfo failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]} (SLURM_CONF?)"
+    parts = [line.split() for line in proc.stdout.splitlines() if line.strip()]
+    return "partitions " + ", ".join(f"{p[0]} ({p[1]}, {p[2]} node(s), gres {p[3]})" for p in parts if len(p) >= 4)
+
+
 # ---------------------------------------------------------------- the live array of a results folder
 
 def active_record(results: Path) -> dict[str, Any] | None:

@@ -114,3 +114,14 @@ def test_a_live_array_record_without_squeue_is_one_clear_line(tmp_path, monkeypa
     monkeypatch.setattr(slurm, "task_states", lambda job: {0: ("COMPLETED", ""), 1: ("CANCELLED", "")})
     slurm.refuse_if_live(tmp_path)  # over: the stale record is dropped
     assert not (tmp_path / ".slurm" / "active.json").exists()
+
+
+def test_doctor_line_names_the_partitions_or_why_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert slurm.cluster_summary().startswith("no sbatch on this host")
+    for name, body in (("sbatch", "exit 0"), ("sinfo", "echo 'gpu* up 4 gpu:8'; echo 'cpu up 2 (null)'")):
+        (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    assert slurm.cluster_summary() == "partitions gpu* (up, 4 node(s), gres gpu:8), cpu (up, 2 node(s), gres (null))"
+    (tmp_path / "sinfo").write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller' >&2\nexit 1\n")
+    assert "Unable to contact slurm controller" in slurm.cluster_summary()
