@@ -290,7 +290,8 @@ def image_exists(client: Any, tag: str) -> bool:
 
 StepHook = Callable[..., None]  # on_step(name, log_path): a long step began; its full log goes to log_path
 BASE_STEP_RE = re.compile(r"^base: (installing debootstrap|debootstrap|importing)\b")
-DOCKER_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# Steps that do work (others, ARG/ENV/LABEL..., take no time and would only flood a CI log).
+DOCKER_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : ((?:FROM|RUN|COPY|ADD)\b.*)$", re.IGNORECASE)
 
 
 def _no_step(name: str, log_path: Path | None = None) -> None:
