@@ -203,12 +203,18 @@ def submit(cmd: list[str]) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
-def task_states(job_id: str) -> dict[int, tuple[str, str]]:
-    """Array task index -> (state, reason) for the tasks Slurm still knows (``squeue --states=all``)."""
-    proc = _slurm(["squeue", "--states=all", "-r", "-h", "-j", job_id, "-o", "%i|%T|%r"], "squeue")
+def task_states(job_id: str) -> dict[int, tuple[str, str]] | None:
+    """Array task index -> (state, reason) for the tasks Slurm still knows (``squeue --states=all``);
+    empty once the array is over and purged, None when Slurm did not answer (try again later)."""
+    try:
+        proc = _slurm(["squeue", "--states=all", "-r", "-h", "-j", job_id, "-o", "%i|%T|%r"], "squeue", timeout=30)
+    except SlurmError:
+        if shutil.which("squeue") is None:
+            raise
+        return None
     states: dict[int, tuple[str, str]] = {}
     if proc.returncode != 0:
-        return states  # "Invalid job id": the array is over and purged
+        return states if "Invalid job id" in proc.stderr else None
     for line in proc.stdout.splitlines():
         ident, _, rest = line.partition("|")
         state, _, reason = rest.partition("|")
@@ -228,7 +234,8 @@ def wait_over(job_id: str, timeout_s: float = 120, poll_s: float = 0.5) -> bool:
     """Wait until no task of the array is pending or running; True when over in time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(state in TERMINAL for state, _ in task_states(job_id).values()):
+        states = task_states(job_id)
+        if states is not None and all(state in TERMINAL for state, _ in states.values()):
             return True
         time.sleep(poll_s)
     return False
@@ -266,7 +273,11 @@ def live_array(results: Path) -> str | None:
     if shutil.which("squeue") is None:
         raise SlurmError(f"{results} has a Slurm array ({job_id}) that this host cannot check (no squeue); "
                          f"run on a Slurm login node, or delete {state_dir(results) / ACTIVE_FILE} if it is over")
-    if any(state not in TERMINAL for state, _ in task_states(job_id).values()):
+    states = task_states(job_id)
+    if states is None:
+        raise SlurmError(f"{results} has a Slurm array ({job_id}) and squeue does not answer; try again when "
+                         "slurmctld is up, or `zoobench slurm cancel` it")
+    if any(state not in TERMINAL for state, _ in states.values()):
         return job_id
     (state_dir(results) / ACTIVE_FILE).unlink(missing_ok=True)
     return None
@@ -349,13 +360,14 @@ class ArrayRun:
         lanes: dict[int, Any] = {}
         gone: dict[int, int] = {}  # task -> polls seen over without an outcome (it may be writing it)
         while len(self.done) < len(self.jobs):
-            states = task_states(self.job_id)
+            polled = task_states(self.job_id)
+            states = polled or {}
             for i, job in enumerate(self.jobs):
                 if i in self.done:
                     continue
                 state, reason = states.get(i, ("", ""))
                 outcome = read_outcome(self.plan_path, i, job)
-                if outcome is None and (state in TERMINAL or not state):
+                if outcome is None and polled is not None and (state in TERMINAL or not state):
                     gone[i] = gone.get(i, 0) + 1
                     if gone[i] >= 3:
                         outcome = lost_outcome(job, self.job_id, i, state, reason, self.log_dir)

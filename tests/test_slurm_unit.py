@@ -125,3 +125,39 @@ def test_doctor_line_names_the_partitions_or_why_not(tmp_path, monkeypatch):
     assert slurm.cluster_summary() == "partitions gpu* (up, 4 node(s), gres gpu:8), cpu (up, 2 node(s), gres (null))"
     (tmp_path / "sinfo").write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller' >&2\nexit 1\n")
     assert "Unable to contact slurm controller" in slurm.cluster_summary()
+
+
+def test_following_an_array_survives_a_silent_slurm_and_reports_every_ending(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    jobs = [JOBS[0], JOBS[1], Job("mxnet", "zoobench/mxnet:cpu-3", "resnet18_v1", "random", 8, 60, {}, None)]
+    plan = tmp_path / ".slurm" / "run1" / "plan.json"
+    plan.parent.mkdir(parents=True)
+    polls = iter([
+        {0: ("RUNNING", ""), 1: ("PENDING", "Resources"), 2: ("PENDING", "Resources")},
+        None, None, None, None,  # slurmctld did not answer: nobody is declared lost
+        {0: ("COMPLETED", ""), 1: ("TIMEOUT", ""), 2: ("FAILED", "NonZeroExitCode")},
+    ])
+    last = {}
+
+    def states(job_id):
+        try:
+            last["v"] = next(polls)
+            if last["v"] is not None and last["v"][0][0] == "COMPLETED":
+                slurm.write_outcome(plan, 0, Outcome(jobs[0], "ok", "", 32, 12.5, None), {})
+                slurm.write_outcome(plan, 1, Outcome(jobs[1], "interrupted", "interrupted", None, None, None), {})
+        except StopIteration:
+            pass
+        return last["v"]
+
+    monkeypatch.setattr(slurm, "task_states", states)
+    console = Console(file=io.StringIO())
+    with Progress(console=console) as progress:
+        got = slurm.ArrayRun("9", plan, jobs, tmp_path, console, progress, poll_s=0).follow()
+    assert [o.status for o in got] == ["ok", "failed", "failed"]
+    assert got[0].images_per_second == 12.5
+    assert got[1].reason == "reached the Slurm time limit (--time)"
+    assert got[2].reason == "Slurm task 9_2 ended FAILED (NonZeroExitCode)"
