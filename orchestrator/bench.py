@@ -269,9 +269,12 @@ class Bench:
         jobs_per_gpu: int = 1,
         pixels: PixelSettings | None = None,
         peers: list[Job] | None = None,
+        image_ids: dict[str, str] | None = None,
     ) -> None:
         """``peers``: jobs of the same bench that run elsewhere (the other tasks of a Slurm array); they
-        count when deciding which jobs share a pixel cache, so one task builds the cache they all read."""
+        count when deciding which jobs share a pixel cache, so one task builds the cache they all read.
+        ``image_ids``: tag -> image id when known (a Slurm submit host may have no engine to ask); else
+        each job's image is looked up, and must be built."""
         self.client, self.jobs, self.console, self.force = client, jobs, console, force
         self.data, self.results_dir, self.weights_dir = data, results_dir, weights_dir
         self.gpus, self.run_id = gpus, run_id
@@ -281,7 +284,7 @@ class Bench:
         self.peers = peers or []
         self.pixel_dirs: dict[str, Path] = {}  # run name -> cache folder mounted at /pixels
         self.cancel = threading.Event()
-        self.image_ids = {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
+        self.image_ids = image_ids or {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
         self.weights_sha = {path: file_sha256(Path(path)) for path in self.weights_binds}
 
     @property
@@ -301,7 +304,8 @@ class Bench:
     def clean(self) -> int:
         """Remove the containers and ``.partial`` folders that an interrupted run left on the results folder
         (only the holder of the folder's lock calls this); returns the number of containers removed."""
-        left = containers.remove_containers(self.client, self.labels[containers.LABEL_RESULTS], keep_run=self.run_id)
+        left = 0 if self.client is None else containers.remove_containers(
+            self.client, self.labels[containers.LABEL_RESULTS], keep_run=self.run_id)
         if left:
             self.console.print(f"removed {left} container(s) left by an interrupted run on this results folder")
         for stale in self.results_dir.glob(f"*{PARTIAL_SUFFIX}"):

@@ -90,12 +90,46 @@ def cached_listing(tag: str) -> list[dict[str, Any]] | None:
     return json.loads(cache.read_text()) if cache.is_file() else None
 
 
+def engine_client(runtime: str, engine: str) -> Any:
+    """The container engine's client; for ``--engine slurm`` None when this host has none (a login
+    node): then the bench is planned from the shared caches and the tasks find the images on their nodes."""
+    try:
+        return containers.connect(runtime)
+    except containers.EngineError as exc:
+        if engine != "slurm":
+            raise
+        console.print(f"note: no container engine on this host ({exc}); planning from {CACHE / 'models'}, "
+                      "the tasks run the images on their nodes", highlight=False, soft_wrap=True)
+        return None
+
+
+def _no_engine(tag: str, what: str) -> BenchError:
+    image = tag.split(":")[0].rsplit("/", 1)[-1]
+    return BenchError(f"no container engine here and no cached {what} of {tag} in {CACHE / 'models'}; run "
+                      f"`zoobench models {image}` once on a host with the images (the cache is shared), then again")
+
+
+def image_id(client: Any, tag: str) -> str:
+    """The id of the image ``tag`` (it must be built), remembered per tag for hosts without an engine."""
+    cache = predict_cache_file(tag, "id")
+    if client is None:
+        if not cache.is_file():
+            raise _no_engine(tag, "image id")
+        return str(json.loads(cache.read_text())["id"])
+    found = containers.require_image(client, tag).id
+    if not cache.is_file() or json.loads(cache.read_text()).get("id") != found:
+        write_json(cache, {"id": found})
+    return found
+
+
 def cached_predict_json(client: Any, tag: str, command: str) -> Any:
     """`predict COMMAND` (list, info) of an image, run once per tag and cached atomically (a bench
     reading it while another writes it never sees half a file)."""
     cache = predict_cache_file(tag, command)
     if cache.is_file():
         return json.loads(cache.read_text())
+    if client is None:
+        raise _no_engine(tag, f"`predict {command}`")
     containers.require_image(client, tag)  # "not built" in one line, never a pull from a registry
     answer = containers.predict_json(client, tag, command)
     write_json(cache, answer)
@@ -256,25 +290,24 @@ def run(
                          "or pass another --results") from None
     try:
         slurm.refuse_if_live(results)  # an array of an earlier run may still write here
-        client = containers.connect(runtime)
+        client = engine_client(runtime, engine)
         if data is None:
             data = sample_data()
             data_path, binds, _ = mounts.data_binds(data)
             console.print(f"data: embedded sample set at {data}")
         tags = image_tags(manifests, var)
         needed = sorted(set(prof.models))
-        if images_dir is not None:  # exported images first: a host that has them need not build them
+        if images_dir is not None and client is not None:  # exported images first: then nothing to build
             from . import imagestore
 
             for tag in imagestore.load_missing(client, [tags[n] for n in needed], images_dir, strict=False):
                 console.print(f"loaded {tag} from {images_dir}", highlight=False)
-        if build:
+        if build and client is not None:
             for name in needed:
                 images_build_one(client, name, var, manifests)
         jobs = plan_jobs(prof, models_manifest, tags, lambda img: served_models(client, tags[img]),
                          only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision)
-        for name in sorted({j.image for j in jobs}):  # only the images the chosen models run in
-            containers.require_image(client, tags[name])
+        image_ids = {tag: image_id(client, tag) for tag in sorted({j.tag for j in jobs})}  # the chosen models' only
         if not jobs:
             raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")
         scanned, digests = scan_data(data, jobs, results)
@@ -288,7 +321,7 @@ def run(
                   if pixel_cache else None)
         bench = Bench(client, jobs, DataMount(data_path, binds, digests, counts), results, CACHE / "weights",
                       gpu_list, console, run_id=holder.run_id, force=force, weights_binds=weights_binds,
-                      jobs_per_gpu=jobs_per_gpu, pixels=pixels)
+                      jobs_per_gpu=jobs_per_gpu, pixels=pixels, image_ids=image_ids)
         if engine == "slurm":
             options = slurm.SlurmOptions(partition, account, time_limit, gres, max_parallel, tuple(sbatch_arg or ()),
                                          runtime, str(images_dir.resolve()) if images_dir else None)
@@ -420,13 +453,14 @@ def models_cmd(
     variant: Optional[str] = VariantOpt,
     manifests: Path = ManifestOpt,
 ) -> None:
-    """List the models an image serves, with their preprocessing."""
+    """List the models an image serves, with their preprocessing (cached per image tag, with its image id,
+    for `k8s render` and for a Slurm submit host that has no container engine)."""
     client = containers.connect()
     tags = image_tags(manifests, variant_for(variant, []))
     if image not in tags:
         raise BenchError(f"unknown image {image!r}; manifests/images.yaml defines {', '.join(sorted(tags))}")
-    containers.require_image(client, tags[image])
-    listing = list(served_models(client, tags[image]).values())  # cached: `k8s render` can use it offline
+    image_id(client, tags[image])  # must be built; remembered, like the listing, for hosts with no engine
+    listing = list(served_models(client, tags[image]).values())  # cached: `k8s render` and Slurm use it offline
     table = Table(title=f"{image} ({tags[image]}): {len(listing)} models")
     for col in ("model", "crop", "resize", "interp", "mode", "weights"):
         table.add_column(col)
@@ -687,9 +721,10 @@ def k8s_render(
 def slurm_cancel(results: Path = typer.Argument(..., help="results folder of a bench run with --engine slurm"),
                  runtime: str = typer.Option("docker", "--runtime", help="docker | podman")) -> None:
     """Cancel the bench's Slurm array and stop its containers; finished models are kept."""
-    client = containers.connect(runtime)
+    client = engine_client(runtime, "slurm")
     label = str(results.resolve())
-    job_id, removed = slurm.cancel(results, lambda: containers.remove_containers(client, label), console)
+    job_id, removed = slurm.cancel(results, lambda: containers.remove_containers(client, label) if client else 0,
+                                   console)
     done = len([p for p in results.glob("*/request.json") if not p.parent.name.endswith(PARTIAL_SUFFIX)])
     console.print(f"cancelled Slurm array {job_id}; {removed} container(s) removed on this host, {done} finished "
                   "model(s) kept; run the same `zoobench run` again to finish the rest", highlight=False)

@@ -209,3 +209,21 @@ def test_podman_runtime_on_slurm_loads_exported_images_and_matches_docker(image_
     left = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=zoobench.results={results.resolve()}"],
                           capture_output=True, text=True, check=True).stdout.split()
     assert left == []
+
+
+def test_a_submit_host_without_a_container_engine(image_tags, slurm_cluster, tmp_path):
+    """A login node with Slurm but no engine plans from the shared caches; the tasks run on the nodes."""
+    local, on_slurm = tmp_path / "local", tmp_path / "slurm"
+    zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(local), check=True)  # caches listings, ids
+    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(on_slurm), "--engine", "slurm",
+                    "--sbatch-arg", "--export=ALL,DOCKER_HOST=unix:///var/run/docker.sock",  # the nodes have one
+                    env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine-here.sock"})
+    assert proc.returncode == 0, proc.stderr
+    assert "note: no container engine on this host" in proc.stderr and "submitted Slurm array" in proc.stderr
+    for name in ("pytorch-efficientnet_lite0", "keras-efficientnet_lite0", "mxnet-efficientnet_lite0"):
+        a, b = predictions(local / name), predictions(on_slurm / name)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+    again = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(on_slurm), "--engine", "slurm",
+                     env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine-here.sock"})
+    assert again.returncode == 0 and again.stderr.count("reused") == 3, again.stderr  # ids from the shared cache

@@ -161,3 +161,14 @@ def test_following_an_array_survives_a_silent_slurm_and_reports_every_ending(tmp
     assert got[0].images_per_second == 12.5
     assert got[1].reason == "reached the Slurm time limit (--time)"
     assert got[2].reason == "Slurm task 9_2 ended FAILED (NonZeroExitCode)"
+
+
+def test_without_an_engine_uncached_images_are_one_clear_line():
+    from orchestrator import cli
+    from orchestrator.bench import BenchError
+
+    tag = "zoobench/never-listed:cpu-000000000000"
+    with pytest.raises(BenchError, match="run `zoobench models never-listed` once on a host with the images"):
+        cli.image_id(None, tag)
+    with pytest.raises(BenchError, match="no cached `predict list` of " + tag):
+        cli.served_models(None, tag)
