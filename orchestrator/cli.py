@@ -734,41 +734,10 @@ def slurm_cancel(results: Path = typer.Argument(..., help="results folder of a b
 def slurm_task(plan_file: Path = typer.Argument(..., help="the plan.json of a submitted array")) -> None:
     """One array task (run by Slurm on a node): the plan's job number $SLURM_ARRAY_TASK_ID, run as a
     local bench of one model would run it."""
-    from . import imagestore
-    from .bench import Outcome
-
     index_text = os.environ.get("SLURM_ARRAY_TASK_ID", "")
     if not index_text.isdigit():
         raise BenchError("`zoobench slurm task` runs inside a Slurm array task (SLURM_ARRAY_TASK_ID is not set)")
-    index = int(index_text)
-    plan = slurm.Plan.load(plan_file)
-    job = plan.job(index)
-    where = slurm.task_where()
-    console.print(f"zoobench slurm task {index}: {job.image}/{job.model} on {where['node']} (GPUs: "
-                  f"{','.join(where['gpus']) or 'none'})", highlight=False)
-    try:
-        client = containers.connect(plan.runtime)
-        if plan.images_dir:
-            loaded = imagestore.load_missing(client, [job.tag], Path(plan.images_dir))
-            for tag in loaded:
-                console.print(f"loaded {tag} from {plan.images_dir}")
-        gpus = slurm.allocated_gpus()[:1] if plan.use_gpu else []
-        if plan.use_gpu and not gpus:
-            raise BenchError("Slurm gave this task no GPU; submit with --gres gpu:1 (the default for --variant cuda)")
-        peers = [plan.job(i) for i in range(len(plan.jobs)) if i != index]
-        pixels = (PixelSettings(Path(plan.pixel_root), lambda tag: pillow_version(client, tag))
-                  if plan.pixel_root else None)
-        bench = Bench(client, [job], plan.data_mount(), Path(plan.results_dir), Path(plan.weights_dir), gpus, console,
-                      run_id=f"{plan.run_id}-{index}", force=plan.force, weights_binds=plan.binds(), pixels=pixels,
-                      peers=peers)
-        outcome = bench.run(clean=False).outcomes[0]
-    except KeyboardInterrupt:
-        outcome = Outcome(job, "interrupted", "interrupted (the Slurm task was cancelled)")
-    except (BenchError, containers.EngineError, imagestore.ImageStoreError, OSError) as exc:
-        outcome = Outcome(job, "failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    slurm.write_outcome(plan_file, index, outcome, where)
-    console.print(f"{job.image}/{job.model}: {outcome.status}{': ' + outcome.reason if outcome.reason else ''}",
-                  highlight=False, soft_wrap=True)
+    outcome = slurm.run_task(plan_file, int(index_text), console, pillow_version)
     if outcome.status not in ("ok", "reused", "skipped"):
         raise typer.Exit(1)
 

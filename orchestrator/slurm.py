@@ -24,7 +24,8 @@ from rich.console import Console
 
 from zoobench_contract.outputs import write_json
 
-from .bench import BenchError, BenchSummary, DataMount, Job, Outcome
+from . import containers, imagestore
+from .bench import Bench, BenchError, BenchSummary, DataMount, Job, Outcome, PixelSettings
 from .containers import PROGRESS_PREFIX
 from .mounts import Bind
 from .pixelcache import PixelConfig
@@ -154,6 +155,40 @@ def allocated_gpus() -> list[str]:
 def task_where() -> dict[str, Any]:
     return {"job": os.environ.get("SLURM_ARRAY_JOB_ID"), "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
             "node": os.environ.get("SLURMD_NODENAME"), "gpus": allocated_gpus()}
+
+
+def run_task(plan_file: Path, index: int, console: Console, pillow_of: Callable[[Any, str], str]) -> Outcome:
+    """Array task ``index`` on this node: a :class:`Bench` of the plan's job ``index``, run as a local
+    bench runs it (SIGTERM from scancel or a time limit kills its container); its outcome is written
+    beside the plan for the submitter. ``pillow_of(client, tag)``: an image's Pillow version."""
+    plan = Plan.load(plan_file)
+    job = plan.job(index)
+    where = task_where()
+    console.print(f"zoobench slurm task {index}: {job.image}/{job.model} on {where['node']} (GPUs: "
+                  f"{','.join(where['gpus']) or 'none'})", highlight=False)
+    try:
+        client = containers.connect(plan.runtime)
+        if plan.images_dir:
+            for tag in imagestore.load_missing(client, [job.tag], Path(plan.images_dir)):
+                console.print(f"loaded {tag} from {plan.images_dir}", highlight=False)
+        gpus = allocated_gpus()[:1] if plan.use_gpu else []
+        if plan.use_gpu and not gpus:
+            raise BenchError("Slurm gave this task no GPU; submit with --gres gpu:1 (the default for --variant cuda)")
+        peers = [plan.job(i) for i in range(len(plan.jobs)) if i != index]
+        pixels = (PixelSettings(Path(plan.pixel_root), lambda tag: pillow_of(client, tag))
+                  if plan.pixel_root else None)
+        bench = Bench(client, [job], plan.data_mount(), Path(plan.results_dir), Path(plan.weights_dir), gpus, console,
+                      run_id=f"{plan.run_id}-{index}", force=plan.force, weights_binds=plan.binds(), pixels=pixels,
+                      peers=peers)
+        outcome = bench.run(clean=False).outcomes[0]
+    except KeyboardInterrupt:
+        outcome = Outcome(job, "interrupted", "interrupted (the Slurm task was cancelled)")
+    except (BenchError, containers.EngineError, imagestore.ImageStoreError, OSError) as exc:
+        outcome = Outcome(job, "failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    write_outcome(plan_file, index, outcome, where)
+    console.print(f"{job.image}/{job.model}: {outcome.status}{': ' + outcome.reason if outcome.reason else ''}",
+                  highlight=False, soft_wrap=True)
+    return outcome
 
 
 # ---------------------------------------------------------------- Slurm commands

@@ -17,7 +17,6 @@ from conftest import SHARED, one_line_error, require, zoobench
 from orchestrator.labels import REAL, LabelError, parse_labels, truth_for
 from orchestrator.ranking import load_results, rank_results, run_rank
 from orchestrator.real import real_sets, val_numbers
-from orchestrator.report import write_report
 from orchestrator.stats import competition_rank, mcnemar_exact, wilson
 from test_northcutt import GROUND_TRUTH, PUBLISHED, convert, source_files
 

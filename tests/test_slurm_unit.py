@@ -2,8 +2,6 @@
 task was given, what a task that died without an outcome reports, and the one-line CLI errors."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from conftest import one_line_error, zoobench
