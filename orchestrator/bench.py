@@ -94,6 +94,12 @@ class BenchSummary:
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    def in_order_of(self, jobs: list[Job]) -> "BenchSummary":
+        """The outcomes sorted as ``jobs`` (the profile's order), whatever order they finished in."""
+        order = {j.run_name: i for i, j in enumerate(jobs)}
+        self.outcomes.sort(key=lambda o: order[o.job.run_name])
+        return self
+
 
 def plan_jobs(
     profile: Profile,
@@ -284,7 +290,7 @@ class Bench:
         self.peers = peers or []
         self.pixel_dirs: dict[str, Path] = {}  # run name -> cache folder mounted at /pixels
         self.cancel = threading.Event()
-        self.image_ids = image_ids or {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
+        self.image_ids = image_ids if image_ids is not None else {tag: containers.require_image(client, tag).id for tag in {j.tag for j in jobs}}
         self.weights_sha = {path: file_sha256(Path(path)) for path in self.weights_binds}
 
     @property
@@ -367,9 +373,7 @@ class Bench:
                 for end in ends:
                     end.wait(60)
                 raise
-        order = {j.run_name: i for i, j in enumerate(self.jobs)}
-        summary.outcomes.sort(key=lambda o: order[o.job.run_name])
-        return summary
+        return summary.in_order_of(self.jobs)
 
     def _guarded(self, job: Job, gpu: str | None, progress: Progress, lane: Any) -> Outcome:
         """Run one job; whatever goes wrong becomes this job's outcome, never the bench's end."""

@@ -81,7 +81,7 @@ def image_tags(manifest_dir: Path, variant: str) -> dict[str, str]:
 def predict_cache_file(tag: str, command: str = "list") -> Path:
     """Where an image's `predict list` (or `info`) is cached, per tag: tags are content hashes."""
     suffix = "" if command == "list" else f".{command}"
-    return CACHE / "models" / f"{tag.replace('/', '_').replace(':', '_')}{suffix}.json"
+    return CACHE / "models" / f"{images.tag_file_stem(tag)}{suffix}.json"
 
 
 def cached_listing(tag: str) -> list[dict[str, Any]] | None:
@@ -259,8 +259,7 @@ def run(
         check_precision(precision)
     if engine not in ENGINES:
         raise BenchError(f"--engine {engine!r}: use one of {'|'.join(ENGINES)}")
-    if runtime not in containers.RUNTIMES:
-        raise BenchError(f"--runtime {runtime!r}: use one of {'|'.join(containers.RUNTIMES)}")
+    containers.check_runtime(runtime)
     if engine == "slurm" and gpus:
         raise BenchError("--gpus picks GPUs of this host; with --engine slurm each task gets its GPU from Slurm "
                          "(--variant cuda asks for --gres gpu:1)")
@@ -307,9 +306,9 @@ def run(
                 images_build_one(client, name, var, manifests)
         jobs = plan_jobs(prof, models_manifest, tags, lambda img: served_models(client, tags[img]),
                          only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision)
-        image_ids = {tag: image_id(client, tag) for tag in sorted({j.tag for j in jobs})}  # the chosen models' only
         if not jobs:
             raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")
+        image_ids = {tag: image_id(client, tag) for tag in sorted({j.tag for j in jobs})}  # the chosen models' only
         scanned, digests = scan_data(data, jobs, results)
         truth_for(scanned, labels)  # a file with no label is one line now, not after every model ran
         weights_binds = {}
@@ -721,7 +720,10 @@ def k8s_render(
 def slurm_cancel(results: Path = typer.Argument(..., help="results folder of a bench run with --engine slurm"),
                  runtime: str = typer.Option("docker", "--runtime", help="docker | podman")) -> None:
     """Cancel the bench's Slurm array and stop its containers; finished models are kept."""
-    client = engine_client(runtime, "slurm")
+    try:
+        client = containers.connect(runtime)
+    except containers.EngineError:
+        client = None  # a login node: the tasks stop their own containers
     label = str(results.resolve())
     job_id, removed = slurm.cancel(results, lambda: containers.remove_containers(client, label) if client else 0,
                                    console)

@@ -49,11 +49,15 @@ def podman_socket() -> str:
     return f"unix://{'/run/podman/podman.sock' if os.getuid() == 0 or not user.exists() else user}"
 
 
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise EngineError(f"--runtime {runtime!r}: use one of {'|'.join(RUNTIMES)}")
+
+
 def connect(runtime: str = "docker") -> docker.DockerClient:
     """A client of the container engine: Docker (DOCKER_HOST or its socket) or Podman (its Docker-
     compatible API), so both run the very same container launch."""
-    if runtime not in RUNTIMES:
-        raise EngineError(f"--runtime {runtime!r}: use one of {'|'.join(RUNTIMES)}")
+    check_runtime(runtime)
     try:
         if runtime == "podman":
             client = docker.DockerClient(base_url=podman_socket(), timeout=600)

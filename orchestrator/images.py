@@ -275,6 +275,11 @@ def image_tag(spec: ImageSpec, variant: str, root: Path) -> str:
     return f"zoobench/{spec.name}:{variant}-{content_hash(spec, variant, root)[:12]}"
 
 
+def tag_file_stem(tag: str) -> str:
+    """A file name for an image tag: ``zoobench/pytorch:cpu-0123abcd`` -> ``zoobench_pytorch_cpu-0123abcd``."""
+    return tag.replace("/", "_").replace(":", "_")
+
+
 def image_exists(client: Any, tag: str) -> bool:
     from docker.errors import ImageNotFound
 

@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from docker.errors import APIError, ImageNotFound
 
+from .images import image_exists, tag_file_stem
+
 SUFFIX = ".tar"
 CHUNK = 8 << 20
 
@@ -20,7 +22,7 @@ class ImageStoreError(RuntimeError):
 
 def tar_name(tag: str) -> str:
     """``zoobench/pytorch:cpu-0123abcd`` -> ``zoobench_pytorch_cpu-0123abcd.tar`` (tags are content hashes)."""
-    return tag.replace("/", "_").replace(":", "_") + SUFFIX
+    return tag_file_stem(tag) + SUFFIX
 
 
 def export(client: Any, tags: list[str], folder: Path, say: Callable[[str], None] = lambda m: None) -> list[Path]:
@@ -69,11 +71,8 @@ def load_missing(client: Any, tags: list[str], folder: Path, strict: bool = True
     image that is neither here nor in ``folder`` is an error (else it is left to be built)."""
     loaded = []
     for tag in tags:
-        try:
-            client.images.get(tag)
+        if image_exists(client, tag):
             continue
-        except ImageNotFound:
-            pass
         path = folder / tar_name(tag)
         if not path.is_file():
             if not strict:

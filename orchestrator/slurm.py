@@ -171,7 +171,7 @@ def run_task(plan_file: Path, index: int, console: Console, pillow_of: Callable[
         if plan.images_dir:
             for tag in imagestore.load_missing(client, [job.tag], Path(plan.images_dir)):
                 console.print(f"loaded {tag} from {plan.images_dir}", highlight=False)
-        gpus = allocated_gpus()[:1] if plan.use_gpu else []
+        gpus = where["gpus"][:1] if plan.use_gpu else []
         if plan.use_gpu and not gpus:
             raise BenchError("Slurm gave this task no GPU; submit with --gres gpu:1 (the default for --variant cuda)")
         peers = [plan.job(i) for i in range(len(plan.jobs)) if i != index]
@@ -383,10 +383,10 @@ def lost_outcome(job: Job, job_id: str, index: int, state: str, reason: str, log
 class ArrayRun:
     """One submitted array: follows its tasks to the end with live progress, or cancels it."""
 
-    def __init__(self, job_id: str, plan_path: Path, jobs: list[Job], results: Path, console: Console,
-                 progress: Any, poll_s: float = 1.0) -> None:
+    def __init__(self, job_id: str, plan_path: Path, jobs: list[Job], results: Path, progress: Any,
+                 poll_s: float = 1.0) -> None:
         self.job_id, self.plan_path, self.jobs, self.results = job_id, plan_path, jobs, results
-        self.console, self.progress, self.poll_s = console, progress, poll_s
+        self.progress, self.poll_s = progress, poll_s
         self.log_dir = results / "logs"
         self.done: dict[int, Outcome] = {}
 
@@ -428,11 +428,12 @@ class ArrayRun:
         return [self.done[i] for i in range(len(self.jobs))]
 
 
-def run_array(bench: Any, options: SlurmOptions, name: str, pixel_root: Path | None, use_gpu: bool,
+def run_array(bench: Bench, options: SlurmOptions, name: str, pixel_root: Path | None, use_gpu: bool,
               console: Console) -> BenchSummary:
     """Submit the unfinished jobs of ``bench`` as one array, follow it to the end, return the summary.
-    Ctrl-C (or SIGTERM) cancels the array, waits for its tasks to stop their containers and re-raises."""
-    refuse_if_live(bench.results_dir)
+    The caller holds the results folder's lock and has checked that no array of it is live
+    (:func:`refuse_if_live`). Ctrl-C (or SIGTERM) cancels the array, waits for its tasks to stop
+    their containers and re-raises."""
     bench.clean()
     reused, pending = bench.split()
     summary = BenchSummary(list(reused))
@@ -455,7 +456,7 @@ def run_array(bench: Any, options: SlurmOptions, name: str, pixel_root: Path | N
                   f"(logs: {log_dir}/slurm-{job_id}_*.out)", highlight=False, soft_wrap=True)
     try:
         with bench._progress() as progress:
-            array = ArrayRun(job_id, plan_path, pending, bench.results_dir, console, progress, options.poll_s)
+            array = ArrayRun(job_id, plan_path, pending, bench.results_dir, progress, options.poll_s)
             try:
                 summary.outcomes += array.follow()
             except KeyboardInterrupt:
@@ -465,6 +466,4 @@ def run_array(bench: Any, options: SlurmOptions, name: str, pixel_root: Path | N
     finally:
         (state_dir(bench.results_dir) / ACTIVE_FILE).unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
-    order = {j.run_name: i for i, j in enumerate(bench.jobs)}
-    summary.outcomes.sort(key=lambda o: order[o.job.run_name])
-    return summary
+    return summary.in_order_of(bench.jobs)

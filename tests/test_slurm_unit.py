@@ -154,7 +154,7 @@ def test_following_an_array_survives_a_silent_slurm_and_reports_every_ending(tmp
     monkeypatch.setattr(slurm, "task_states", states)
     console = Console(file=io.StringIO())
     with Progress(console=console) as progress:
-        got = slurm.ArrayRun("9", plan, jobs, tmp_path, console, progress, poll_s=0).follow()
+        got = slurm.ArrayRun("9", plan, jobs, tmp_path, progress, poll_s=0).follow()
     assert [o.status for o in got] == ["ok", "failed", "failed"]
     assert got[0].images_per_second == 12.5
     assert got[1].reason == "reached the Slurm time limit (--time)"
