@@ -6,9 +6,11 @@ kill the running ones and leave no ``.partial`` folder behind.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import threading
 from dataclasses import asdict, dataclass, field
@@ -37,6 +39,18 @@ class BenchError(ValueError):
     """A bench cannot start as asked (unknown model, bad data...); one actionable line."""
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # whole name: fullmatch
+
+
+def check_safe_name(value: str, what: str) -> str:
+    """A name that becomes one path component (``RESULTS/IMAGE-MODEL``, a log file): letters, digits
+    and ``. _ + -``, starting with a letter or digit, no ``..``, so it can never leave its folder."""
+    if not SAFE_NAME.fullmatch(value) or ".." in value or len(value) > 200:
+        raise BenchError(f"{what} {value!r}: not a safe file name (letters, digits and . _ + -, starting with a "
+                         "letter or digit, no '/' or '..'); rename it in manifests/profiles.yaml or the model listing")
+    return value
+
+
 @dataclass(frozen=True)
 class Job:
     """One model to run in one image."""
@@ -52,6 +66,7 @@ class Job:
     memory: str | None = None
     precision: str = "fp32"
     pixels: PixelConfig | None = field(default=None, compare=False)  # effective crop config; not in the request
+    weights_file: str | None = field(default=None, compare=False)  # under the weights cache, when the image says
 
     @property
     def run_name(self) -> str:
@@ -128,7 +143,9 @@ def plan_jobs(
                 f"unknown model(s) {', '.join(unknown)} for image {image}; `zoobench models {image}` lists "
                 f"the {len(available)} it serves"
             )
+        check_safe_name(image, "image")
         for model in names:
+            check_safe_name(model, f"{image} model")
             if only:
                 hits = {o for o in only if o in (model, f"{image}/{model}")}
                 if not hits:
@@ -138,6 +155,8 @@ def plan_jobs(
             chosen = weights or profile.weights_for(image)
             effective = check_preprocessing(image, model, variant_preprocessing(available[model], chosen),
                                             settings.preprocess)
+            files = available[model].get("weights_files")
+            cached_file = files.get(chosen) if isinstance(files, dict) else None
             jobs.append(
                 Job(
                     image=image,
@@ -151,6 +170,8 @@ def plan_jobs(
                     memory=settings.memory or models_manifest.defaults.memory,
                     precision=precision or profile.precision_for(image),
                     pixels=PixelConfig.from_preprocessing(effective) if effective is not None else None,
+                    weights_file=cached_file if isinstance(cached_file, str) and not
+                    available[model].get("weights_bundled") else None,
                 )
             )
     missing = [o for o in only or [] if o not in matched]
@@ -217,22 +238,31 @@ def lane_plan(gpus: list[str], jobs_per_gpu: int = 1) -> list[tuple[str | None, 
 
 def finished(run_dir: Path, request: dict[str, Any]) -> bool:
     """True when ``run_dir`` holds an ok run made for exactly this request, with its output files
-    unchanged since they were published (a corrupted predictions.npz is never reused)."""
+    unchanged since they were published (a corrupted predictions.npz is never reused), and, when it
+    read a pixel cache, one whose chunks it verified (run.json records the cache's digest)."""
     try:
         record = json.loads((run_dir / REQUEST_FILE).read_text())
         run = json.loads((run_dir / "run.json").read_text())
         if record.get("request") != request or run.get("status") != "ok":
             return False
+        if run.get("pixel_cache") is not None and not run["pixel_cache"].get("digest"):
+            return False  # made from a pixel cache that was not verified (an earlier release): not trusted
         return all(file_sha256(run_dir / name) == record["sha256"][name] for name in OUTPUTS)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
 def publish(partial: Path, final: Path, request: dict[str, Any], pixel_cache: str | None = None) -> None:
-    """Record the request, output checksums and the pixel cache read (its key; not part of the
-    request), then replace ``final`` by ``partial`` with renames, so a finished run is never half there."""
+    """Record the request, output checksums and the pixel cache read (its key and the digest run.json
+    says the run verified; not part of the request), then replace ``final`` by ``partial`` with
+    renames, so a finished run is never half there."""
     sums = {name: file_sha256(partial / name) for name in OUTPUTS}
-    write_json(partial / REQUEST_FILE, {"request": request, "sha256": sums, "pixel_cache": pixel_cache})
+    digest = None
+    if pixel_cache is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            digest = (json.loads((partial / "run.json").read_text()).get("pixel_cache") or {}).get("digest")
+    write_json(partial / REQUEST_FILE, {"request": request, "sha256": sums, "pixel_cache": pixel_cache,
+                                        "pixel_cache_digest": digest})
     old = final.with_name(final.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -322,25 +352,36 @@ class Bench:
         return job.request(self.image_ids[job.tag], self.data.digests[job.limit], self.weights_sha.get(job.weights))
 
     def split(self) -> tuple[list[Outcome], list[Job]]:
-        """The resume check, the one place it is made: (reused outcomes, jobs still to run)."""
-        reused, pending = [], []
+        """The resume check and the host's weights check, the one place they are made: (outcomes settled
+        without a container, reused or skipped, and the jobs still to run)."""
+        settled, pending = [], []
         for job in self.jobs:
             if not self.force and finished(self.results_dir / job.run_name, self.request(job)):
-                reused.append(Outcome(job, "reused", "finished earlier with the same image, weights and data"))
+                settled.append(Outcome(job, "reused", "finished earlier with the same image, weights and data"))
+            elif (missing := self.missing_weights(job)) is not None:
+                settled.append(Outcome(job, "skipped", missing))
             else:
                 pending.append(job)
-        return reused, pending
+        return settled, pending
+
+    def missing_weights(self, job: Job) -> str | None:
+        """Why ``job`` cannot run for want of its weights file in the host's weights cache (None: it is
+        there, or the image cannot tell where it would be and the container will say)."""
+        if job.weights_file is None or (self.weights_dir / job.weights_file).is_file():
+            return None
+        return (f"ImageNet weights are not in the weights cache ({self.weights_dir / job.weights_file}); run "
+                "`zoobench weights fetch` for this profile (needs network) or use --weights random")
 
     def _run(self) -> BenchSummary:
-        reused, pending = self.split()
-        summary = BenchSummary(list(reused))
+        settled, pending = self.split()
+        summary = BenchSummary(list(settled))
         todo: queue.Queue[Job] = queue.Queue()
         for job in pending:
             todo.put(job)
         self._prepare_pixels(pending + self.peers if pending else [])
         lock = threading.Lock()
         with self._progress() as progress:
-            overall = progress.add_task("models", total=len(self.jobs), completed=summary.count("reused"), detail="")
+            overall = progress.add_task("models", total=len(self.jobs), completed=len(summary.outcomes), detail="")
 
             def worker(gpu: str | None, name: str, finished: threading.Event) -> None:
                 lane = progress.add_task(name, total=None, detail="waiting")
@@ -451,6 +492,14 @@ class Bench:
             raise KeyboardInterrupt
         return None if result.exit_code == 0 else f"{result.reason}; log: {result.log_path}"
 
+    def _drop_cache(self, folder: Path, why: str) -> None:
+        """A cache that failed one model is used by none of the others (an altered cache fails them all)."""
+        users = [name for name, f in self.pixel_dirs.items() if f == folder]
+        for name in users:
+            self.pixel_dirs.pop(name, None)
+        self._note(f"{why}; {len(users)} model(s) decode the images themselves instead "
+                   f"(`zoobench cache clear {folder.name}` removes the cache)")
+
     def _pixels_for(self, job: Job) -> Path | None:
         folder = self.pixel_dirs.get(job.run_name)
         if folder is not None and not pixelcache.still_there(folder):
@@ -499,9 +548,7 @@ class Bench:
                 run = json.loads((final / "run.json").read_text())
                 return Outcome(job, "ok", "", batch, run.get("images_per_second"), log)
             if pixels is not None and result.exit_code in (1, 2):  # the runner's own failure, not a kill
-                self._note(f"{job.run_name}: failed with the pixel cache ({result.reason}); "
-                           "retrying with the model decoding the images itself")
-                self.pixel_dirs.pop(job.run_name, None)
+                self._drop_cache(pixels, f"{job.run_name}: failed with the pixel cache ({result.reason})")
                 continue
             status = "skipped" if result.exit_code == 4 else "failed"
             return Outcome(job, status, result.reason, batch, None, log)

@@ -206,6 +206,30 @@ def scan_data(data: Path, jobs: list[Any], results: Path) -> tuple[list[str], di
     return needed, {limit: scanned.digest(paths[:limit] if limit else paths) for limit in limits}
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == top or top in real.parents
+
+
+def check_outside_data(data: Path, results: Path, pixel_root: Path | None) -> None:
+    """A results folder or pixel cache inside the data folder would be read back as data next time."""
+    if _inside(results, data):
+        raise BenchError(f"--results {results} is inside the data folder {data}: its files would be read as "
+                         "images by the next run; pass a results folder outside the data")
+    if pixel_root is not None and _inside(pixel_root, data):
+        raise BenchError(f"pixel cache folder {pixel_root} is inside the data folder {data}; set "
+                         f"${pixelcache.ROOT_ENV} to a folder outside the data, or pass --no-pixel-cache")
+
+
+def results_folder_problem(results: Path, exc: OSError) -> str:
+    """One line for a results folder that cannot be made or locked, with the fix that fits the cause."""
+    blocker = next((p for p in (results, *results.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return (f"--results {results}: {blocker} is a file, not a folder; pass a folder (it is created "
+                "when missing)")
+    return f"results folder {results}: {exc.strerror or exc}; make it writable, free space or pass another --results"
+
+
 @app.command()
 def run(
     profile: str = typer.Option("sample", "--profile", "-p", help="bench profile from manifests/profiles.yaml"),
@@ -237,7 +261,8 @@ def run(
                                        "variant, none for cpu)", rich_help_panel="Slurm"),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="Slurm: at most N tasks at once",
                                                rich_help_panel="Slurm"),
-    sbatch_arg: Optional[list[str]] = typer.Option(None, "--sbatch-arg", help="extra sbatch arguments (repeatable)",
+    sbatch_arg: Optional[list[str]] = typer.Option(None, "--sbatch-arg", help="extra sbatch options, e.g. '--qos=high' "
+                                                   "(repeatable; split into words as a shell would, never run by one)",
                                                    rich_help_panel="Slurm"),
     images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="a shared folder of `zoobench images export`; "
                                               "this host and every Slurm node load the images they lack from it",
@@ -260,6 +285,7 @@ def run(
     if engine not in ENGINES:
         raise BenchError(f"--engine {engine!r}: use one of {'|'.join(ENGINES)}")
     containers.check_runtime(runtime)
+    sbatch_tokens = slurm.parse_sbatch_args(sbatch_arg or [])
     if engine == "slurm" and gpus:
         raise BenchError("--gpus picks GPUs of this host; with --engine slurm each task gets its GPU from Slurm "
                          "(--variant cuda asks for --gres gpu:1)")
@@ -280,13 +306,14 @@ def run(
             raise BenchError(f"{len(dangling)} symlink(s) in {data} point nowhere (first: {data / dangling[0]}); "
                              "fix or remove them")
     results = results or ROOT / "results" / profile
+    check_outside_data(data if data is not None else CACHE / "sample", results,
+                       pixelcache.cache_root() if pixel_cache else None)
     try:
         results.mkdir(parents=True, exist_ok=True)
         lock = runlock.ResultsLock(results, note=lambda m: console.print(f"note: {m}"))
         holder = lock.acquire()
     except OSError as exc:
-        raise BenchError(f"results folder {results}: {exc.strerror or exc}; make it writable, free space "
-                         "or pass another --results") from None
+        raise BenchError(results_folder_problem(results, exc)) from None
     try:
         slurm.refuse_if_live(results)  # an array of an earlier run may still write here
         client = engine_client(runtime, engine)
@@ -322,7 +349,7 @@ def run(
                       gpu_list, console, run_id=holder.run_id, force=force, weights_binds=weights_binds,
                       jobs_per_gpu=jobs_per_gpu, pixels=pixels, image_ids=image_ids)
         if engine == "slurm":
-            options = slurm.SlurmOptions(partition, account, time_limit, gres, max_parallel, tuple(sbatch_arg or ()),
+            options = slurm.SlurmOptions(partition, account, time_limit, gres, max_parallel, sbatch_tokens,
                                          runtime, str(images_dir.resolve()) if images_dir else None)
             summary = slurm.run_array(bench, options, f"zoobench-{profile}", pixels.root if pixels else None,
                                       var == "cuda", console)
@@ -348,6 +375,10 @@ def run(
         console.print(f"[red]error: {len(failed)} of {len(rows)} model(s) did not finish (reasons above); "
                       f"fix them and run the same command again: finished models are kept", highlight=False,
                       soft_wrap=True)
+        raise typer.Exit(1)
+    if not summary.count("ok") + summary.count("reused"):  # all skipped: nothing was measured
+        console.print(f"[red]error: no model ran: all {len(rows)} were skipped (reasons above); fetch their weights "
+                      "(`zoobench weights fetch`) or pass --weights random", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -411,9 +442,13 @@ def write_reports(rows: list[Any], results_dir: Path, out_dir: Path, labels: Any
 
     architectures = load_architectures(manifests / ARCHITECTURES_FILE)
     data_roots(rows, data)  # a bad --data is one line before anything is written
-    written = write_report(rows, out_dir)
-    written.append(write_html_report(rows, results_dir, out_dir, architectures, labels=labels, data=data,
-                                     png=written[1]))
+    try:
+        written = write_report(rows, out_dir)
+        written.append(write_html_report(rows, results_dir, out_dir, architectures, labels=labels, data=data,
+                                         png=written[1]))
+    except OSError as exc:
+        raise BenchError(f"report folder {out_dir}: cannot write {Path(exc.filename or out_dir).name} "
+                         f"({exc.strerror or exc}); pass a writable folder with --out") from None
     return written
 
 
@@ -509,6 +544,7 @@ def images_export(
     """Save built images as tar files (docker save) for nodes that cannot build them."""
     from . import imagestore
 
+    imagestore.check_folder(to)  # a bad --to is one line before the engine is asked anything
     client = containers.connect()
     tags = image_tags(manifests, variant)
     unknown = [n for n in names or [] if n not in tags]
@@ -615,7 +651,8 @@ def cache_list(
     cache_dir: Optional[Path] = CacheDirOpt,
     as_json: bool = typer.Option(False, "--json", help="print the caches as JSON"),
 ) -> None:
-    """Show every pixel cache: key, pixel config, Pillow version, images, size, state."""
+    """Show every pixel cache: key, pixel config, Pillow version, images, size, state (a folder that is
+    not a cache zoobench made is listed as foreign: `cache clear` never removes it)."""
     root = cache_dir or pixelcache.cache_root()
     entries = pixelcache.list_caches(root)
     if as_json:
@@ -625,34 +662,49 @@ def cache_list(
     table = Table(title=f"pixel caches in {root}", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
     for col in ("key", "resize/crop", "pillow", "images", "size", "created", "state"):
         table.add_column(col, justify="right" if col in ("images", "size") else "left", no_wrap=True)
-    colours = {"complete": "green", "partial": "yellow", "broken": "red"}
+    colours = {"complete": "green", "partial": "yellow", "broken": "red", "foreign": "dim"}
     for e in entries:
         images = "" if e.n_images is None else str(e.n_images)
         table.add_row(e.key, e.config.replace("resize ", "").replace(" crop ", "/"), e.pillow, images,
                       pixelcache.size_text(e.size), e.created[:10], f"[{colours[e.state]}]{e.state}")
     out.print(table)
-    total = sum(e.size for e in entries)
-    out.print(f"{len(entries)} cache folder(s), {pixelcache.size_text(total)}", highlight=False)
+    total = sum(e.size for e in entries if e.state != "foreign")
+    foreign = [e for e in entries if e.state == "foreign"]
+    out.print(f"{len(entries) - len(foreign)} cache folder(s), {pixelcache.size_text(total)}"
+              + (f"; {len(foreign)} other folder(s) that zoobench did not make (never removed)" if foreign else ""),
+              highlight=False)
 
 
 @cache_app.command("clear")
 def cache_clear(
     keys: Optional[list[str]] = typer.Argument(None, help="keys to remove (`zoobench cache list` shows them)"),
-    everything: bool = typer.Option(False, "--all", help="remove every cache, complete or partial"),
+    everything: bool = typer.Option(False, "--all", help="remove every cache zoobench made, complete or partial"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only say what would be removed"),
     cache_dir: Optional[Path] = CacheDirOpt,
 ) -> None:
-    """Remove pixel caches (complete and partial folders); a bench rebuilds what it needs."""
+    """Remove pixel caches (complete and partial folders); a bench rebuilds what it needs. Only folders
+    zoobench can prove it made are removed (a cache key name, only a build's files, a marker or index
+    that gives back the key); anything else is left alone and named."""
     root = cache_dir or pixelcache.cache_root()
     if not keys and not everything:
         raise BenchError("zoobench cache clear: give the KEY(s) to remove or --all (`zoobench cache list` shows them)")
+    if keys and everything:
+        raise BenchError("zoobench cache clear: give KEY(s) or --all, not both")
     try:
-        removed = pixelcache.clear(root, keys or [], everything)
+        done = pixelcache.clear(root, keys or [], everything, dry_run=dry_run)
     except KeyError as exc:
         raise BenchError(f"no pixel cache {exc.args[0]} in {root}; `zoobench cache list` shows the keys") from None
-    for e in removed:
-        console.print(f"removed {e.path.name} ({e.state}, {pixelcache.size_text(e.size)})", highlight=False)
-    console.print(f"removed {len(removed)} cache folder(s), {pixelcache.size_text(sum(e.size for e in removed))} freed",
-                  highlight=False)
+    except pixelcache.NotACache as exc:
+        raise BenchError(str(exc)) from None
+    verb = "would remove" if dry_run else "removed"
+    for e in done.removed:
+        console.print(f"{verb} {e.path.name} ({e.state}, {pixelcache.size_text(e.size)})", highlight=False)
+    for e in done.left:
+        console.print(f"left alone: {e.path} ({e.why}): not a pixel cache zoobench made", highlight=False,
+                      soft_wrap=True)
+    console.print(f"{verb} {len(done.removed)} cache folder(s), "
+                  f"{pixelcache.size_text(sum(e.size for e in done.removed))} {'to free' if dry_run else 'freed'}"
+                  + (f"; {len(done.left)} other folder(s) left alone" if done.left else ""), highlight=False)
 
 
 @k8s_app.command("render")

@@ -1,7 +1,8 @@
 """Compare the predictions of two runs image by image, and runs of one architecture across frameworks.
 
 Runs are matched by relative image path (the ``paths`` of predictions.npz), so runs of different
-subsets or data folders compare on the images they share.
+subsets or data folders compare on the images they share; two runs made on different data (their
+run.json ``data.digest`` differ) get a note saying so.
 
 *Disagree most*: the shared images whose top-1 classes differ, ordered by the sum of the two
 runs' top-1 scores (softmax probabilities), highest first, i.e. where both runs are most sure of
@@ -42,6 +43,7 @@ class RunPredictions:
     paths: np.ndarray = field(repr=False)
     topk: np.ndarray = field(repr=False)
     scores: np.ndarray | None = field(default=None, repr=False)
+    data_digest: str | None = None  # run.json's data.digest: which images, byte for byte
 
     @property
     def label(self) -> str:
@@ -70,9 +72,11 @@ def load_run(run_dir: Path, name: str | None = None, run: dict[str, Any] | None 
         raise RankError(f"{pred_path} is missing although run.json says ok; re-run this model with --force")
     paths, topk, scores = read_predictions(pred_path)
     where = run_dir / RUN_FILE
+    data = run.get("data")
+    digest = data.get("digest") if isinstance(data, dict) else None
     return RunPredictions(name or run_dir.name, run_dir, str(_field(run, "framework", where)),
                           str(run.get("framework_version") or ""), str(_field(run, "model", where)),
-                          run_precision(run), paths, topk, scores)
+                          run_precision(run), paths, topk, scores, str(digest) if digest else None)
 
 
 def one_run(path: Path) -> RunPredictions:
@@ -325,7 +329,13 @@ def _check_format(fmt: str) -> None:
 def run_compare(run_a: Path, run_b: Path, labels: Labels, fmt: str, console: Console) -> Comparison:
     """``zoobench compare RUN_A RUN_B``: compare and print as ``fmt`` (table|json)."""
     _check_format(fmt)
-    c = compare_runs(one_run(run_a), one_run(run_b), labels)
+    a, b = one_run(run_a), one_run(run_b)
+    c = compare_runs(a, b, labels)
+    if a.data_digest and b.data_digest and a.data_digest != b.data_digest:
+        Console(stderr=True).print(
+            f"note: {a.name} and {b.name} were made on different data (digest {a.data_digest[:19]}... vs "
+            f"{b.data_digest[:19]}...); the comparison covers the {c.n_shared} images both predicted",
+            markup=False, highlight=False, soft_wrap=True)
     if fmt == "json":
         console.print(json.dumps(c.to_dict(), indent=2), markup=False, highlight=False, soft_wrap=True)
     else:

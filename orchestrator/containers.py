@@ -5,7 +5,8 @@ Every container follows the CIS Docker Benchmark 5.x: all capabilities dropped,
 memory limit, no network (except ``predict fetch``), a non-root user, and the weights cache
 read-only unless the container is fetching weights. Each container is labelled with its results
 folder, run id and role (model or pixel-cache build), so leftovers of a dead run can be told from
-containers of a live one.
+containers of a live one. Nothing is left behind: every container is removed with its anonymous
+volumes (the images declare ``VOLUME /weights``), whatever happened.
 """
 from __future__ import annotations
 
@@ -316,7 +317,7 @@ def predict_in_container(
                                timeout_s=timeout_s, oom_killed=oom, cancelled=cancelled)
     finally:
         with contextlib.suppress(DockerException):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
 
 
 def remove_containers(client: docker.DockerClient, results: str, keep_run: str | None = None) -> int:
@@ -330,7 +331,7 @@ def remove_containers(client: docker.DockerClient, results: str, keep_run: str |
         if keep_run is not None and c.labels.get(LABEL_RUN) == keep_run:
             continue
         with contextlib.suppress(NotFound):
-            c.remove(force=True)
+            c.remove(force=True, v=True)
             removed += 1
     return removed
 
@@ -340,20 +341,34 @@ def kill_run(client: docker.DockerClient, run_id: str) -> int:
     found = client.containers.list(all=True, filters={"label": [f"{LABEL_RUN}={run_id}"]})
     for c in found:
         with contextlib.suppress(DockerException):
-            c.remove(force=True)
+            c.remove(force=True, v=True)
     return len(found)
 
 
 def predict_json(client: docker.DockerClient, image: str, verb: str) -> Any:
-    """Run ``predict list`` or ``predict info`` and parse its JSON."""
+    """Run ``predict list`` or ``predict info`` and parse its JSON. The container and its anonymous
+    volumes (the image declares ``VOLUME /weights``) are removed afterwards, whatever happened."""
     settings = {**hardened(), **engine_settings(client)}
     try:
-        raw = client.containers.run(image, command=[verb], remove=True, network_mode="none", stdout=True,
-                                    stderr=False, user=container_user(), labels={LABEL: "1"}, **settings)
+        container = client.containers.create(image, command=[verb], network_mode="none", user=container_user(),
+                                             labels={LABEL: "1"}, **settings)
     except ImageNotFound:
         raise EngineError(f"image {image} is not built; run `zoobench images build`") from None
-    except docker.errors.ContainerError as exc:
-        raise EngineError(f"`predict {verb}` failed in {image}: {exc.stderr.decode(errors='replace').strip()[-300:]}") from None
     except APIError as exc:
         raise EngineError(f"the engine refused `predict {verb}` in {image}: {exc.explanation or exc}") from None
-    return json.loads(raw)
+    try:
+        container.start()
+        code = int(container.wait(timeout=600).get("StatusCode", 1))
+        raw = container.logs(stdout=True, stderr=False)
+        if code != 0:
+            err = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()[-300:]
+            raise EngineError(f"`predict {verb}` failed in {image} (exit code {code}): {err}")
+    except (APIError, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"the engine refused `predict {verb}` in {image}: {getattr(exc, 'explanation', None) or exc}") from None
+    finally:
+        with contextlib.suppress(DockerException):
+            container.remove(force=True, v=True)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise EngineError(f"`predict {verb}` in {image} printed no JSON; rebuild the image") from None

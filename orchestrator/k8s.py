@@ -9,8 +9,9 @@ same run on both. Each pod's command is a short POSIX ``sh`` script (the runner 
 arguments, ``predict`` writes into an ``emptyDir`` at ``/out`` (as in a local container), and after
 ``predict`` exits 0 the script copies the two outputs into ``RESULTS/<image>-<model>.partial`` on the
 results claim and renames it to ``RESULTS/<image>-<model>``: the local results layout, which
-``zoobench rank`` reads. The objects are the official ``kubernetes`` client models, serialised with
-``ApiClient().sanitize_for_serialization``.
+``zoobench rank`` reads (so every image and model name must be one safe path component,
+:func:`check_safe_name`, refused in one line before anything is written). The objects are the
+official ``kubernetes`` client models, serialised with ``ApiClient().sanitize_for_serialization``.
 
 What a local run has and a rendered Job does not: ``request.json`` (the resume record needs the
 Docker image id and the host's data digest, neither known in a pod; a local ``zoobench run`` on a
@@ -31,7 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from . import containers, mounts
-from .bench import OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX, BenchError, Job, predict_run_args
+from .bench import OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX, BenchError, Job, check_safe_name, predict_run_args
 from .manifests import MEMORY_PATTERN, Profile
 
 CONTAINER = "predict"
@@ -373,9 +374,12 @@ def render_job(image: str, tag: str, jobs: list[Job], target: Target,
 
 
 def render(jobs: list[Job], target: Target, note: Callable[[str], None] = lambda m: None) -> dict[str, dict[str, Any]]:
-    """image -> its Indexed Job; completion index i runs the image's i-th job in plan order."""
+    """image -> its Indexed Job; completion index i runs the image's i-th job in plan order. Every image
+    and model name must be safe as a path component (:func:`check_safe_name`): it names RESULTS/IMAGE-MODEL."""
     by_image: dict[str, list[Job]] = {}
     for job in jobs:
+        check_safe_name(job.image, "image")
+        check_safe_name(job.model, f"{job.image} model")
         by_image.setdefault(job.image, []).append(job)
     return {image: render_job(image, group[0].tag, group, target, note) for image, group in by_image.items()}
 

@@ -6,8 +6,13 @@ and on the Pillow version. Jobs that share all of these and the same image set (
 cache`` inside a runner image (the contract's own Pillow code), under ``ROOT/<key>/``:
 ``pixels.npy`` (N x C x C x 3 uint8) and ``index.json`` (written last: its presence means
 complete). A build goes into ``<key>.partial/`` and is renamed into place only once it is valid;
-a cache that does not match (config, Pillow, digest, size) is never used. Whatever goes wrong
-with a cache is one ``note:`` line and the models decode the images themselves.
+a cache that does not match (config, Pillow, digest, size, chunk digests) is never used. Whatever
+goes wrong with a cache is one ``note:`` line and the models decode the images themselves.
+
+Nothing else is ever deleted: a folder is removed (by ``zoobench cache clear`` or to rebuild a key)
+only when zoobench can prove it made it: its name is a cache key, it holds only the files a build
+writes, and its marker (``zoobench-cache.json``, written first by the build) or, for caches of
+older releases, its own index gives back that key. Anything else is left alone with one line.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from zoobench_contract.outputs import write_json
 from zoobench_contract.preprocessing import Preprocessing
 
 from .mounts import Bind
@@ -34,7 +41,11 @@ if TYPE_CHECKING:
 ROOT_ENV = "ZOOBENCH_PIXEL_CACHE"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "pixels"
 PIXELS_FILE, INDEX_FILE = "pixels.npy", "index.json"
+MARKER_FILE = "zoobench-cache.json"  # written first into every build: what proves zoobench made a folder
+CACHE_SCHEMA = 2  # the contract's index schema with chunk digests (zoobench_contract.pixelcache)
 PARTIAL_SUFFIX = ".partial"
+KEY_NAME = re.compile(r"^[0-9a-f]{16}(\.partial)?$")
+BUILD_TEMP = re.compile(r"^\.(pixels\.npy|index\.json|zoobench-cache\.json)(\..*)?\.tmp$")
 LOCK_FILE = ".lock"
 MOUNT = "/pixels"
 MARGIN = 0.05  # free space needed on top of the cache's size
@@ -137,12 +148,17 @@ def pixels_problem(folder: Path, n_images: int, crop_size: int) -> str | None:
     return None
 
 
-def read_index(folder: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when it is absent, unreadable or not an object."""
     try:
-        index = json.loads((folder / INDEX_FILE).read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return index if isinstance(index, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def read_index(folder: Path) -> dict[str, Any] | None:
+    return read_json(folder / INDEX_FILE)
 
 
 def content_problem(folder: Path, config: PixelConfig, pillow: str, data_digest: str, n_images: int) -> str | None:
@@ -160,6 +176,8 @@ def content_problem(folder: Path, config: PixelConfig, pillow: str, data_digest:
     paths = index.get("paths")
     if not isinstance(paths, list) or len(paths) != n_images:
         return f"{INDEX_FILE} lists {len(paths) if isinstance(paths, list) else 'no'} paths, expected {n_images}"
+    if index.get("schema") != CACHE_SCHEMA or not isinstance(index.get("chunk_sha256"), list):
+        return f"built without chunk digests (schema {index.get('schema')!r}), so it cannot be verified"
     return pixels_problem(folder, n_images, config.crop_size)
 
 
@@ -168,6 +186,84 @@ def problem(folder: Path, config: PixelConfig, pillow: str, data_digest: str, n_
     if folder.name.endswith(PARTIAL_SUFFIX):
         return "a partial build"
     return content_problem(folder, config, pillow, data_digest, n_images)
+
+
+def write_marker(folder: Path, key: str, limit: int | None) -> None:
+    """The first file of a build: what later proves that zoobench made ``folder`` and for which key."""
+    write_json(folder / MARKER_FILE, {"made_by": "zoobench", "key": key, "limit": limit,
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def _index_key(index: dict[str, Any], limit: int | None) -> str | None:
+    try:
+        config = PixelConfig(int(index["config"]["resize_size"]), int(index["config"]["crop_size"]),
+                             str(index["config"]["interpolation"]))
+        return cache_key(config, str(index["pillow"]), str(index["data_digest"]), limit)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def not_ours(folder: Path) -> str | None:
+    """Why zoobench cannot prove it made ``folder`` (None: it did, and may remove it)."""
+    if folder.is_symlink():
+        return "a symbolic link"
+    if not folder.is_dir():
+        return "not a folder"
+    if not KEY_NAME.match(folder.name):
+        return "its name is not a cache key"
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    own = {PIXELS_FILE, INDEX_FILE, MARKER_FILE}
+    foreign = [n for n in names if n not in own and not BUILD_TEMP.match(n)]
+    if foreign:
+        return f"it holds {foreign[0]!r}, which no cache build writes"
+    if any(not (folder / n).is_file() or (folder / n).is_symlink() for n in names):
+        return "it holds something that is not a plain file"
+    key = folder.name.removesuffix(PARTIAL_SUFFIX)
+    marker = read_json(folder / MARKER_FILE)
+    index = read_index(folder)
+    if marker is not None:
+        if marker.get("made_by") != "zoobench" or marker.get("key") != key:
+            return f"its {MARKER_FILE} names another key"
+        if index is not None and not folder.name.endswith(PARTIAL_SUFFIX) and _index_key(index, marker.get("limit")) != key:
+            return f"its {INDEX_FILE} does not give back its key"
+        return None
+    if MARKER_FILE in names:
+        return f"its {MARKER_FILE} is unreadable"
+    if index is not None:  # a cache of an earlier release: its own index must give back the key
+        n = index.get("n_images") if isinstance(index.get("n_images"), int) else None
+        return None if key in (_index_key(index, None), _index_key(index, n)) else \
+            f"its {INDEX_FILE} does not give back its key"
+    return None if folder.name.endswith(PARTIAL_SUFFIX) or not names else f"no {MARKER_FILE} and no {INDEX_FILE}"
+
+
+class NotACache(RuntimeError):
+    """A folder zoobench cannot prove it made; it is never removed (the message is one line)."""
+
+
+def remove_own(folder: Path) -> None:
+    """Remove a folder zoobench made (checked again now): its files one by one, then the folder.
+    Never a recursive delete: what is not a build's file stays, and the folder with it."""
+    why = not_ours(folder)
+    if why is not None:
+        raise NotACache(f"{folder} is not a pixel cache zoobench made ({why}); left alone")
+    for name in os.listdir(folder):
+        (folder / name).unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def discard(folder: Path, note: Callable[[str], None]) -> bool:
+    """Remove ``folder`` when zoobench made it (True; also when it is not there), else one note (False)."""
+    if not folder.exists() and not folder.is_symlink():
+        return True
+    try:
+        remove_own(folder)
+        return True
+    except (NotACache, OSError) as exc:
+        note(str(exc) if isinstance(exc, NotACache) else f"cannot remove {folder}: {exc.strerror or exc}")
+        return False
 
 
 def still_there(folder: Path) -> bool:
@@ -268,13 +364,17 @@ def ensure(group: Group, root: Path, builder: Builder, note: Callable[[str], Non
 
 def _build(group: Group, root: Path, builder: Builder, note: Callable[[str], None],
            say: Callable[[str], None]) -> Path | None:
-    """Build into ``<key>.partial``, check it like any cache, rename it into place; no partial is left."""
+    """Build into ``<key>.partial``, check it like any cache, rename it into place; no partial is left.
+    A folder in the way that zoobench did not make is left alone, and then there is no cache."""
     final, partial = root / group.key, root / (group.key + PARTIAL_SUFFIX)
-    shutil.rmtree(partial, ignore_errors=True)
+    why_not = f"no pixel cache for {group.config.describe()}: the models decode the images themselves"
+    if not discard(partial, lambda m: note(f"{m}; {why_not}")):
+        return None
     say(f"pixel cache {group.config.describe()}: building {group.key} ({group.n_images} images, "
         f"{size_text(group.needed_bytes)}) for {len(group.jobs)} models")
     try:
         partial.mkdir(parents=True)
+        write_marker(partial, group.key, group.limit)
         try:
             reason = builder(group, partial)
         except Exception as exc:  # noqa: BLE001 - a failed build is a note, never a failed bench
@@ -287,11 +387,13 @@ def _build(group: Group, root: Path, builder: Builder, note: Callable[[str], Non
             note(f"no pixel cache for {group.config.describe()}: the build failed ({reason}); "
                  "the models decode the images themselves")
             return None
-        shutil.rmtree(final, ignore_errors=True)  # an invalid cache under the same key
+        if not discard(final, lambda m: note(f"{m}; {why_not}")):  # an invalid cache under the same key
+            return None
         partial.rename(final)
         return final
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        if partial.is_dir() and not partial.is_symlink():
+            discard(partial, note)
 
 
 # ---------------------------------------------------------------- listing and clearing
@@ -302,12 +404,13 @@ class Entry:
 
     key: str
     path: Path
-    state: str  # complete | partial | broken
+    state: str  # complete | partial | broken (zoobench's, unusable) | foreign (not zoobench's: never removed)
     config: str
     pillow: str
     n_images: int | None
     size: int
     created: str
+    why: str = ""  # for a foreign folder: why zoobench cannot prove it made it
 
 
 def folder_size(path: Path) -> int:
@@ -320,9 +423,13 @@ def folder_size(path: Path) -> int:
 
 
 def _entry(path: Path) -> Entry:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.lstat().st_mtime))
+    foreign = not_ours(path)
+    if foreign is not None:
+        return Entry(path.name, path, "foreign", "?", "?", None, 0 if path.is_symlink() else folder_size(path),
+                     created, foreign)
     index = read_index(path) if not path.name.endswith(PARTIAL_SUFFIX) else None
     key = path.name.removesuffix(PARTIAL_SUFFIX)
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
     if index is None:
         state = "partial" if path.name.endswith(PARTIAL_SUFFIX) else "broken"
         return Entry(key, path, state, "?", "?", None, folder_size(path), created)
@@ -330,7 +437,8 @@ def _entry(path: Path) -> Entry:
     n = index.get("n_images") if isinstance(index.get("n_images"), int) else None
     try:
         pc = PixelConfig(int(config["resize_size"]), int(config["crop_size"]), str(config["interpolation"]))
-        text, ok = pc.describe(), n is not None and pixels_problem(path, n, pc.crop_size) is None
+        text = pc.describe()
+        ok = n is not None and index.get("schema") == CACHE_SCHEMA and pixels_problem(path, n, pc.crop_size) is None
     except (KeyError, TypeError, ValueError):
         text, ok = "?", False
     return Entry(key, path, "complete" if ok else "broken", text, str(index.get("pillow", "?")), n,
@@ -338,22 +446,46 @@ def _entry(path: Path) -> Entry:
 
 
 def list_caches(root: Path) -> list[Entry]:
-    """Every cache folder (complete, partial or broken) under ``root``, by key."""
+    """Every folder under ``root`` (complete, partial, broken, or foreign: not zoobench's), by key."""
     if not root.is_dir():
         return []
-    return sorted((_entry(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+    return sorted((_entry(p) for p in root.iterdir() if (p.is_dir() or p.is_symlink()) and not p.name.startswith(".")),
                   key=lambda e: (e.key, e.path.name))
 
 
-def clear(root: Path, keys: list[str], everything: bool) -> list[Entry]:
-    """Remove the caches named by ``keys`` (complete and partial folders), or all; returns them.
-    Raises KeyError naming the first key that matches nothing (before removing anything)."""
+@dataclass
+class Clearing:
+    """What ``zoobench cache clear`` removes (or, dry, would remove) and what it leaves alone."""
+
+    removed: list[Entry] = field(default_factory=list)
+    left: list[Entry] = field(default_factory=list)
+
+
+def clear(root: Path, keys: list[str], everything: bool, dry_run: bool = False) -> Clearing:
+    """Remove the caches named by ``keys`` (complete and partial folders), or all of zoobench's.
+    Raises KeyError naming the first key that matches no folder, and :class:`NotACache` for a key
+    naming a folder zoobench did not make, before removing anything. Foreign folders are never removed."""
     entries = list_caches(root)
     if not everything:
         unknown = [k for k in keys if not any(e.key == k for e in entries)]
         if unknown:
             raise KeyError(unknown[0])
         entries = [e for e in entries if e.key in keys]
+        foreign = [e for e in entries if e.state == "foreign"]
+        if foreign:
+            raise NotACache(f"{foreign[0].path} is not a pixel cache zoobench made ({foreign[0].why}); "
+                            "`zoobench cache clear` removes only its own caches: remove it yourself if you mean to")
+    done = Clearing()
     for e in entries:
-        shutil.rmtree(e.path, ignore_errors=True)
-    return entries
+        if e.state == "foreign":
+            done.left.append(e)
+            continue
+        if not dry_run:
+            try:
+                remove_own(e.path)
+            except (NotACache, OSError) as exc:  # changed since it was listed
+                done.left.append(Entry(e.key, e.path, "foreign", e.config, e.pillow, e.n_images, e.size, e.created,
+                                       str(exc) if isinstance(exc, NotACache) else str(exc.strerror or exc)))
+                continue
+        done.removed.append(e)
+    return done

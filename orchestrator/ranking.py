@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,13 +159,33 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
     if topk.ndim != 2 or topk.shape[0] != paths.shape[0] or topk.shape[1] < 5 or topk.dtype.kind not in "iu":
         raise RankError(f"{path}: 'topk_indices' must be integer N x K with N = {paths.shape[0]} and K >= 5 "
                         f"(got {topk.dtype} {topk.shape}); re-run this model")
-    if topk.size and (topk.min() < 0 or topk.max() >= N_CLASSES):
-        bad = int(topk.min() if topk.min() < 0 else topk.max())
-        raise RankError(f"{path}: 'topk_indices' holds class {bad}, outside the ImageNet classes 0..{N_CLASSES - 1}; "
-                        "re-run this model")
     if scores is not None and (scores.shape != topk.shape or scores.dtype.kind != "f"):
         scores = None
+    bad = _bad_row(topk, scores)
+    if bad is not None:
+        row, why = bad
+        raise RankError(f"{path}: row {row} ({paths[row]}) {why}; the run is unusable, delete the run folder and "
+                        "re-run it")
     return paths, topk, scores
+
+
+def _bad_row(topk: np.ndarray, scores: np.ndarray | None) -> tuple[int, str] | None:
+    """The first row of a top-k that is no ranking of distinct ImageNet classes with finite scores."""
+    outside = ((topk < 0) | (topk >= N_CLASSES)).any(axis=1)
+    ordered = np.sort(topk, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    infinite = ~np.isfinite(scores).all(axis=1) if scores is not None else np.zeros(len(topk), bool)
+    rows = np.flatnonzero(outside | repeated | infinite)
+    if rows.size == 0:
+        return None
+    i = int(rows[0])
+    if outside[i]:
+        cls = int(next(c for c in topk[i] if not 0 <= c < N_CLASSES))
+        return i, f"holds class {cls}, outside the ImageNet classes 0..{N_CLASSES - 1}"
+    if repeated[i]:
+        cls = int(ordered[i, 1:][ordered[i, 1:] == ordered[i, :-1]][0])
+        return i, f"repeats class {cls} in its top-{topk.shape[1]}"
+    return i, f"has a non-finite score ({next(s for s in scores[i] if not np.isfinite(s))})"  # type: ignore[index]
 
 
 def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -434,14 +455,21 @@ def _build_table(rows: list[RankRow], layout: str, model_width: int | None = Non
     return table
 
 
-def format_markdown(rows: list[RankRow]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&!$])")
 
+
+def md_escape(text: str) -> str:
+    """``text`` (a model, framework or run name from a file) as literal Markdown text, also inside a
+    table cell: the characters that make emphasis, code, links, HTML, headings, math or a cell border
+    are backslash-escaped, line breaks become spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def format_markdown(rows: list[RankRow]) -> str:
     names = headers(rows)
     lines = ["| " + " | ".join(names) + " |",
              "|" + "|".join("---:" if h not in TEXT_HEADERS else "---" for h in HEADERS) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in _text_cells(row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_escape(c) for c in _text_cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + caption(rows) + "\n"
 
 

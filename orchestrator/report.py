@@ -1,4 +1,7 @@
-"""Write a ranking as results.md and a plot of Acc@1 against throughput (acc_vs_speed.png)."""
+"""Write a ranking as results.md and a plot of Acc@1 against throughput (acc_vs_speed.png).
+
+Every name or value from a run's files is escaped in results.md (:func:`~orchestrator.ranking.md_escape`):
+a model named ``x|<b>`` is shown as text, never as markup."""
 from __future__ import annotations
 
 import os
@@ -6,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .ranking import RankRow, format_markdown, is_real
+from .ranking import RankRow, format_markdown, is_real, md_escape
 
 MARKERS = "os^Dv<>PX*hp"
 
@@ -32,9 +35,10 @@ def markdown_report(rows: list[RankRow]) -> str:
     if first is not None:
         scored = (f"{first.n_images} images, {first.n} with a ReaL label and scored against the ReaL labels"
                   if is_real(rows) else f"{first.n} images")
-        head += [f"{scored}, data digest `{first.data_digest}`.", ""]
+        head += [f"{scored}, data digest {md_escape(first.data_digest)}.", ""]
     unmeasured = [r.result.run for r in rows if r.result.images_per_second is None]
-    tail = [f"\nNo throughput recorded for: {', '.join(unmeasured)} (left out of the plot).\n"] if unmeasured else []
+    tail = ([f"\nNo throughput recorded for: {', '.join(map(md_escape, unmeasured))} (left out of the plot).\n"]
+            if unmeasured else [])
     plot = "\n![Acc@1 against images per second](acc_vs_speed.png)\n"
     return "\n".join(head) + "\n" + format_markdown(rows) + "".join(tail) + plot
 

@@ -6,6 +6,11 @@ the ``.partial`` -> rename publish and the resume check are the local ones. This
 the array (a JSON plan on the shared results folder), submits it with ``sbatch``, follows it with
 ``squeue`` and cancels it with ``scancel``. A task handles the SIGTERM of ``scancel`` (or of a time
 limit) by killing its container; ``scancel`` alone would leave a ``docker run`` running.
+
+Nothing a user or a hand-edited file gives reaches a shell or a mount unchecked: ``--sbatch-arg``
+values are split into words and checked before the bench starts (:func:`parse_sbatch_args`), and
+a task refuses a plan whose fields have the wrong type or whose binds are unsafe (:meth:`Plan.load`),
+each in one line.
 """
 from __future__ import annotations
 
@@ -20,15 +25,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from rich.console import Console
 
 from zoobench_contract.outputs import write_json
 
-from . import containers, imagestore
+from . import containers, imagestore, mounts
 from .bench import Bench, BenchError, BenchSummary, DataMount, Job, Outcome, PixelSettings
 from .containers import PROGRESS_PREFIX
 from .mounts import Bind
-from .pixelcache import PixelConfig
 
 STATE_DIR = ".slurm"  # RESULTS/.slurm/: the live array's record and each submission's plan
 ACTIVE_FILE = "active.json"
@@ -36,6 +41,8 @@ PLAN_FILE = "plan.json"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
             "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 GPU_ENV = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+RESERVED_OPTIONS = ("--array", "--output", "--parsable", "--job-name", "--export", "--wrap")  # sbatch_command's
+RESERVED_SHORT = ("-a", "-o", "-J")  # --array, --output, --job-name
 
 
 class SlurmError(BenchError):
@@ -51,7 +58,7 @@ class SlurmOptions:
     time_limit: str | None = None
     gres: str | None = None
     max_parallel: int | None = None
-    sbatch_args: tuple[str, ...] = ()
+    sbatch_args: tuple[str, ...] = ()  # argv tokens, as :func:`parse_sbatch_args` made them
     runtime: str = "docker"
     images_dir: str | None = None
     poll_s: float = 1.0
@@ -59,28 +66,23 @@ class SlurmOptions:
 
 # ---------------------------------------------------------------- the plan a task reads
 
-def job_to_dict(job: Job) -> dict[str, Any]:
-    return asdict(job)
-
-
-def job_from_dict(raw: dict[str, Any]) -> Job:
-    pixels = raw.get("pixels")
-    return Job(**{**raw, "pixels": PixelConfig(**pixels) if pixels else None})
-
-
 @dataclass
 class Plan:
-    """Everything a task needs to run its job as the local bench would, written once per submission."""
+    """Everything a task needs to run its job as the local bench would, written once per submission.
+    :meth:`load` checks a plan as it checks any input: every field's type (pydantic), and binds that
+    mount host paths at their own path, none onto the image's files (:func:`~orchestrator.mounts.check_target`)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     run_id: str
     results_dir: str
     weights_dir: str
     data_path: str
-    data_binds: list[dict[str, str]]
+    data_binds: list[Bind]
     digests: list[tuple[int | None, str]]
     counts: list[tuple[int | None, int]]
-    jobs: list[dict[str, Any]]
-    weights_binds: dict[str, dict[str, str]] = field(default_factory=dict)
+    jobs: list[Job]
+    weights_binds: dict[str, Bind] = field(default_factory=dict)
     force: bool = False
     pixel_root: str | None = None
     use_gpu: bool = False
@@ -91,9 +93,8 @@ class Plan:
     def of(cls, run_id: str, results_dir: Path, weights_dir: Path, data: DataMount, jobs: list[Job],
            weights_binds: dict[str, Bind], force: bool, pixel_root: Path | None, use_gpu: bool,
            runtime: str, images_dir: str | None) -> "Plan":
-        return cls(run_id, str(results_dir.resolve()), str(weights_dir.resolve()), data.path,
-                   [asdict(b) for b in data.binds], list(data.digests.items()), list(data.counts.items()),
-                   [job_to_dict(j) for j in jobs], {k: asdict(b) for k, b in weights_binds.items()}, force,
+        return cls(run_id, str(results_dir.resolve()), str(weights_dir.resolve()), data.path, list(data.binds),
+                   list(data.digests.items()), list(data.counts.items()), list(jobs), dict(weights_binds), force,
                    str(pixel_root.resolve()) if pixel_root else None, use_gpu, runtime, images_dir)
 
     def save(self, path: Path) -> None:
@@ -101,22 +102,53 @@ class Plan:
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
+        """The plan at ``path``, checked; SlurmError (one line naming the file and the field) if it is not one."""
         try:
-            return cls(**json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            raise SlurmError(f"Slurm task plan {path}: cannot read it ({exc}); submit the bench again") from None
+            plan = TypeAdapter(cls).validate_json(Path(path).read_bytes())
+        except OSError as exc:
+            raise SlurmError(f"Slurm task plan {path}: cannot read it ({exc.strerror or exc}); submit the bench "
+                             "again") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = f"field {'.'.join(map(str, first['loc']))}: " if first["loc"] else ""
+            raise SlurmError(f"Slurm task plan {path}: {where}{first['msg']}; submit the bench again") from None
+        problem = plan.problem()
+        if problem:
+            raise SlurmError(f"Slurm task plan {path}: {problem}; submit the bench again")
+        return plan
+
+    def problem(self) -> str | None:
+        """What makes this plan unsafe or unusable ("field F: why"), or None."""
+        for name in ("results_dir", "weights_dir"):
+            folder = getattr(self, name)
+            if not os.path.isabs(folder) or not os.path.isdir(folder):
+                return f"field {name}: {folder!r} is not an absolute path of an existing folder"
+        if not self.data_binds or self.data_binds[0].target != self.data_path:
+            return f"field data_binds.0: the first bind must mount the data folder at data_path {self.data_path!r}"
+        binds = [(f"data_binds.{i}", b) for i, b in enumerate(self.data_binds)]
+        binds += [(f"weights_binds.{k}", b) for k, b in self.weights_binds.items()]
+        for name, bind in binds:
+            try:
+                mounts.check_target(os.path.normpath(bind.target), "bind target")  # /a/../usr is /usr
+            except mounts.MountError:
+                return f"field {name}: bind target {bind.target!r} would hide the runner image's own files"
+            if bind.source != bind.target or not os.path.isabs(bind.source):
+                return f"field {name}: a bind mounts an absolute host path at that same path, not {bind.source!r} " \
+                       f"at {bind.target!r}"
+            if name.startswith("weights_binds.") and not os.path.isfile(bind.source):
+                return f"field {name}: weights file {bind.source!r} does not exist"
+        return None
 
     def job(self, index: int) -> Job:
         if not 0 <= index < len(self.jobs):
             raise SlurmError(f"Slurm task index {index} is not in the plan's {len(self.jobs)} jobs")
-        return job_from_dict(self.jobs[index])
+        return self.jobs[index]
 
     def data_mount(self) -> DataMount:
-        return DataMount(self.data_path, [Bind(**b) for b in self.data_binds],
-                         {k: v for k, v in self.digests}, {k: v for k, v in self.counts})
+        return DataMount(self.data_path, list(self.data_binds), dict(self.digests), dict(self.counts))
 
     def binds(self) -> dict[str, Bind]:
-        return {k: Bind(**b) for k, b in self.weights_binds.items()}
+        return dict(self.weights_binds)
 
 
 def state_dir(results: Path) -> Path:
@@ -204,6 +236,45 @@ def _slurm(cmd: list[str], what: str, timeout: float = 60) -> subprocess.Complet
         raise SlurmError(f"{what}: {cmd[0]} did not answer in {timeout:g} s; is slurmctld up (SLURM_CONF)?") from None
 
 
+def _reserved(option: str) -> bool:
+    """An option zoobench sets itself (or an abbreviation sbatch would take for one)."""
+    if option.startswith("--"):
+        return len(option) > 3 and any(r.startswith(option) for r in RESERVED_OPTIONS)
+    return option in RESERVED_SHORT
+
+
+def parse_sbatch_args(values: list[str]) -> tuple[str, ...]:
+    """The ``--sbatch-arg`` values as sbatch argv tokens, split as a POSIX shell splits words (quotes
+    kept together, nothing expanded: no shell ever runs them). Each token must be an option (``-...``)
+    or the value of the option before it when that has no ``=``: ``--qos=high``, ``--qos high`` and
+    ``-p gpu`` pass, a stray word (which sbatch would take for the batch script) does not. Options
+    zoobench sets itself are refused; ``--export`` only adds to ``ALL`` (``--export=ALL,VAR=value``)."""
+    tokens: list[str] = []
+    for value in values:
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            raise SlurmError(f"--sbatch-arg {value!r}: unclosed quote; close it, or quote the whole argument "
+                             "once for your shell, e.g. --sbatch-arg '--comment=my run'") from None
+        if not words:
+            raise SlurmError(f"--sbatch-arg {value!r}: empty; give an sbatch option, e.g. --sbatch-arg --qos=high")
+        takes_value = False
+        for word in words:
+            if takes_value and not word.startswith("-"):
+                takes_value = False
+                continue
+            option = word.split("=", 1)[0] if word.startswith("--") else word[:2]
+            if not word.startswith("-") or word in ("-", "--"):
+                raise SlurmError(f"--sbatch-arg {value!r}: {word!r} is not an sbatch option (options start with "
+                                 "'-'; a value follows its option: --qos=high or --qos high)")
+            if _reserved(option) and not (option == "--export" and word.startswith("--export=ALL")):
+                raise SlurmError(f"--sbatch-arg {value!r}: zoobench sets {option} itself ("
+                                 f"{', '.join(RESERVED_OPTIONS)}; --export only as --export=ALL,VAR=value); drop it")
+            takes_value = "=" not in word
+        tokens += words
+    return tuple(tokens)
+
+
 def sbatch_command(options: SlurmOptions, n_tasks: int, name: str, log_dir: Path, gpu: bool,
                    script: Path) -> list[str]:
     """The ``sbatch`` command of one array of ``n_tasks`` tasks."""
@@ -217,9 +288,7 @@ def sbatch_command(options: SlurmOptions, n_tasks: int, name: str, log_dir: Path
                         ("--time", options.time_limit)):
         if value:
             cmd.append(f"{flag}={value}")
-    for extra in options.sbatch_args:
-        cmd += shlex.split(extra)
-    return cmd + [str(script)]
+    return cmd + list(options.sbatch_args) + [str(script)]
 
 
 def task_script(plan: Path) -> str:
@@ -441,6 +510,7 @@ def run_array(bench: Bench, options: SlurmOptions, name: str, pixel_root: Path |
         return summary
     folder = state_dir(bench.results_dir) / bench.run_id
     folder.mkdir(parents=True, exist_ok=True)
+    bench.weights_dir.mkdir(parents=True, exist_ok=True)  # the plan names existing folders only
     plan_path = folder / PLAN_FILE
     Plan.of(bench.run_id, bench.results_dir, bench.weights_dir, bench.data, pending, bench.weights_binds,
             bench.force, pixel_root, use_gpu, options.runtime, options.images_dir).save(plan_path)

@@ -37,6 +37,20 @@ def northcutt_dir() -> Path:
     return path
 
 
+def tar_of(path: Path, members: dict[str, bytes]) -> Path:
+    """A plain tar at ``path`` holding ``members`` (name -> bytes), as hand-made test input."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 def zoobench(*args: str, timeout: float = 3600, env: dict | None = None, check: bool = False):
     """Run the installed ``zoobench`` console script (a real subprocess, as a user would)."""
     import subprocess

@@ -294,3 +294,76 @@ def test_precision_the_backend_cannot_serve_is_one_line(backend, data, tmp_path,
     assert "--precision 'fp8'" in one_error_line(capsys)
     assert predict(*run_args(data, tmp_path / "o")) == 0
     assert json.loads((tmp_path / "o" / "run.json").read_text())["precision"] == "fp32"
+
+
+class StatefulBackend(NumpyBackend):
+    """Like a model left in training mode: every batch moves a running statistic."""
+
+    framework = "stateful"
+
+    def load(self, spec, weights, device):
+        return {"w": self.w, "running_mean": np.zeros(3, np.float32)}
+
+    def predict(self, model, batch):
+        model["running_mean"] += batch.mean(axis=(0, 1, 2))
+        return np.stack([x.reshape(-1) @ model["w"] for x in batch])
+
+    def state_arrays(self, model):
+        return sorted(model.items())
+
+
+def test_inference_that_changes_the_model_fails_the_run(monkeypatch, data, tmp_path, capsys):
+    monkeypatch.setattr(cli, "load_backend", lambda: StatefulBackend())
+    out = tmp_path / "out"
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(out)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: the model's parameters or buffers changed during inference")
+    assert not (out / "run.json").exists() and not (out / "predictions.npz").exists()
+
+
+def test_run_records_unchanged_parameters_and_its_outputs_digest(monkeypatch, data, tmp_path):
+    class Frozen(NumpyBackend):
+        def state_arrays(self, model):
+            return [("w", model)]
+
+    monkeypatch.setattr(cli, "load_backend", lambda: Frozen())
+    runs = []
+    for name in ("a", "b"):
+        assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / name)) == 0
+        runs.append(json.loads((tmp_path / name / "run.json").read_text()))
+    params = runs[0]["parameters"]
+    assert params["unchanged"] is True and params["sha256_before"] == params["sha256_after"]
+    assert params["arrays"] == 1 and params["values"] == 16 * 16 * 3 * 1000
+    assert runs[0]["determinism"]["outputs_sha256"] == runs[1]["determinism"]["outputs_sha256"]
+    assert runs[0]["determinism"]["expected_bitwise"] is True
+    from zoobench_contract.integrity import outputs_digest
+
+    pred = read_predictions(tmp_path / "a" / "predictions.npz")
+    assert runs[0]["determinism"]["outputs_sha256"] == outputs_digest(list(pred["paths"]), pred["topk_indices"],
+                                                                       pred["topk_scores"])
+
+
+def test_without_state_arrays_parameters_say_why(backend, data, tmp_path):
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(tmp_path / "o")) == 0
+    params = json.loads((tmp_path / "o" / "run.json").read_text())["parameters"]
+    assert params["unchanged"] is None and "state_arrays" in params["why"]
+
+
+def test_an_altered_pixel_cache_is_refused_as_it_is_read(backend, data, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert predict("cache", "--data", str(data), "--out", str(cache), "--resize-size", "20", "--crop-size", "16") == 0
+    index = json.loads((cache / "index.json").read_text())
+    assert index["schema"] == 2 and len(index["chunk_sha256"]) == 1 and index["pixels_digest"].startswith("sha256:")
+    clean = tmp_path / "clean"
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(clean), "--pixels", str(cache)) == 0
+    record = json.loads((clean / "run.json").read_text())["pixel_cache"]
+    assert record["digest"] == index["pixels_digest"] and record["verified_chunks"] == 1
+    pixels = np.load(cache / "pixels.npy", mmap_mode="r+")
+    pixels[1, 0, 0, 0] ^= 1  # one bit of one pixel
+    pixels.flush()
+    del pixels
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert predict("run", "--model", "linear", "--data", str(data), "--out", str(bad), "--pixels", str(cache)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "rows 0-3 of pixels.npy do not match their digest" in err[-1] and not (bad / "run.json").exists()

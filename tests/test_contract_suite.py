@@ -220,6 +220,52 @@ def test_fetch_and_missing_weights(image_tags, listings, sample_dir, tmp_path, i
     proc = docker_run(tag, "run", "--model", needs, "--data", "/data", "--out", "/out", data=sample_dir, out=out)
     assert_one_line_error(proc, 4, "weights fetch")
     assert not list(out.iterdir())
+    # `weights_files` names the very file `run` looks for (the orchestrator checks it on the host):
+    # with a file there, the weights are no longer "not in the cache"
+    spec = next(m for m in listings[image] if m["name"] == needs)
+    rel = spec["weights_files"]["imagenet"]
+    assert not rel.startswith("/") and ".." not in rel, rel
+    weights = tmp_path / "weights"
+    (weights / rel).parent.mkdir(parents=True)
+    (weights / rel).write_bytes(b"not the real weights")
+    subprocess.run(["chmod", "-R", "a+rX", str(weights)], check=True)
+    found = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{sample_dir}:/data:ro",
+                            "-v", f"{weights}:/weights:ro", tag, "run", "--model", needs, "--data", "/data",
+                            "--out", "/tmp/o"], capture_output=True, text=True, timeout=600)
+    assert found.returncode != 0 and "not in the cache" not in found.stderr, found.stderr
+    assert all(m["weights_files"] == {} for m in listings[image] if m["weights_bundled"])
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_state_arrays_cover_parameters_and_batch_norm_statistics(image_tags, image):
+    """What the `parameters` digest of run.json covers: every parameter and every batch-norm statistic."""
+    script = ("import json; from zoobench_contract.cli import load_backend, find_model; b = load_backend(); "
+              "s = find_model(b, 'efficientnet_lite0'); net = b.load(s, 'random', 'cpu'); "
+              "import numpy as np; from zoobench_contract.cli import Predictor; "
+              "Predictor(b, net, s.preprocessing, 'device')(np.zeros((1, 224, 224, 3), np.uint8)); "
+              "names = [n for n, _ in b.state_arrays(net)]; "
+              "print(json.dumps({'n': len(names), 'values': sum(a.size for _, a in b.state_arrays(net)), "
+              "'stats': sum(('running' in n or 'moving' in n) for n in names)}))")
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image_tags[image],
+                           "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 4_000_000 < found["values"] < 4_800_000, found  # Lite0: 4.65 M parameters + BN statistics
+    assert found["stats"] >= 2 * 49, found  # running/moving mean and variance of each of its 49 batch norms
+
+
+def test_keras_weights_files_are_the_names_keras_asks_for(image_tags):
+    """The Keras table (zoobench_keras.weights_files) against keras.applications itself."""
+    names = ["mobilenetv2", "efficientnetb0", "densenet121", "nasnetmobile", "resnet50v2"]
+    script = ("import json; from zoobench_keras.backend import keras_applications; "
+              "from zoobench_keras.weights_files import FILES, probe; apps = keras_applications(); "
+              f"names = {names!r}; print(json.dumps({{'table': {{n: FILES[n] for n in names}}, "
+              "'asked': probe({n: apps[n][1] for n in names}), 'missing': sorted(set(apps) - set(FILES))}))")
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python",
+                           image_tags["keras"], "-c", script], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["table"] == found["asked"] and found["missing"] == [], found
 
 
 @pytest.fixture(scope="module")

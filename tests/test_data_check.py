@@ -128,10 +128,11 @@ def test_digest_equals_what_predict_run_records(messy, tmp_path):
 
 
 def test_clean_val_subset(tmp_path):
+    root = tmp_path / "val"  # not tmp_path itself: mode 700, which the containers' user cannot list
     truth = sorted(val_ground_truth().items())[:3]
     for name, wnid in truth:
-        save(tmp_path / wnid / name, photo(), "JPEG")
-    report = check(tmp_path)
+        save(root / wnid / name, photo(), "JPEG")
+    report = check(root)
     assert report.ok and report.issues == [] and report.kind == SUBSET
     assert report.n_images == 3 and report.n_classes == len({w for _, w in truth})
     assert report.modes == {"RGB": 3}
@@ -153,10 +154,11 @@ def test_full_set_is_recognised(tmp_path, monkeypatch):
 def test_labels_come_from_the_deepest_wnid_folder(tmp_path):
     """As rank labels paths: the deepest folder named like a class, at any depth."""
     name, wnid = sorted(val_ground_truth().items())[0]
-    save(tmp_path / "n01440764" / "shots" / "a.jpg", photo(), "JPEG")
-    save(tmp_path / "batch1" / wnid / name, photo(), "JPEG")
-    save(tmp_path / "batch1" / "misc" / "b.jpg", photo(), "JPEG")
-    report = check(tmp_path)
+    root = tmp_path / "val"
+    save(root / "n01440764" / "shots" / "a.jpg", photo(), "JPEG")
+    save(root / "batch1" / wnid / name, photo(), "JPEG")
+    save(root / "batch1" / "misc" / "b.jpg", photo(), "JPEG")
+    report = check(root)
     assert [(i.kind, i.path) for i in report.issues] == [("not_wnid_folder", "batch1/misc/")]
     assert report.n_classes == len({"n01440764", wnid})
 

@@ -65,11 +65,16 @@ def test_prepare_from_folder(data_cli, tmp_path):
         Image.new("RGB", (8, 8), (k * 40, 0, 0)).save(flat / name, "JPEG")
     (flat / "stray.JPEG").write_bytes(b"x")
     out = tmp_path / "val"
-    proc = data_cli("prepare", "--val-dir", str(flat), "--out", str(out), "--link")
+    proc = data_cli("prepare", "--val-dir", str(flat), "--out", str(out), "--link", "--allow-incomplete")
     assert proc.returncode == 0, proc.stderr
     assert "stray.JPEG" in proc.stdout and "hard-linked 4" in proc.stdout and "incomplete" in proc.stdout
     for name in names:
         assert (out / val_ground_truth()[name] / name).is_file()
+    proc = data_cli("prepare", "--val-dir", str(flat), "--out", str(out), "--link")  # a subset is not asked for
+    assert proc.returncode == 1 and "already in place 4" in proc.stdout
+    errors = proc.stderr.strip().splitlines()
+    assert errors == [errors[-1]] and errors[0].startswith("error: incomplete: 4 of 50000 val images")
+    assert "--allow-incomplete" in errors[0]
 
     proc = data_cli("prepare", "--val-tar", str(tmp_path / "ILSVRC2012_img_val.tar"), "--out", str(out))
     assert proc.returncode == 2 and "ILSVRC2012_img_val.tar: no such file" in proc.stderr

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,6 +117,33 @@ def photos(sample_dir, tmp_path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dest)
     return out
+
+
+def zoobench_volumes() -> set[str]:
+    return set(subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
+def zoobench_containers() -> set[str]:
+    return set(subprocess.run(["docker", "ps", "-aq", "--filter", "label=zoobench"], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
+def temp_entries() -> set[str]:
+    """What lies in the temp folder, pytest's own folders aside."""
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if not p.name.startswith("pytest-of-")}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request):
+    """Every fault case: no volume, container or temp file left by zoobench afterwards."""
+    if "docker_client" not in request.fixturenames and "image_tags" not in request.fixturenames:
+        request.getfixturevalue("docker_client")
+    before = (zoobench_volumes(), zoobench_containers(), temp_entries())
+    yield
+    after = (zoobench_volumes(), zoobench_containers(), temp_entries())
+    left = {what: sorted(a - b) for what, b, a in zip(("volumes", "containers", "temp files"), before, after) if a - b}
+    assert not left, f"left behind: {left}"
 
 
 # ---------------------------------------------------------------- cases
@@ -302,7 +330,7 @@ def test_cross_filesystem_link_prepare(image_tags, sample_dir, tmp_path, fault_c
         for i, src in enumerate(images_in(sample_dir)[:3], start=1):
             shutil.copy(src, other / f"ILSVRC2012_val_{i:08d}.JPEG")
         data = tmp_path / "val"
-        prep = zoobench("data", "prepare", "--val-dir", str(other), "--out", str(data), "--link")
+        prep = zoobench("data", "prepare", "--val-dir", str(other), "--out", str(data), "--link", "--allow-incomplete")
         assert prep.returncode == 0, prep.stderr
         links = [p for p in data.rglob("*.JPEG") if p.is_symlink()]
         assert len(links) == 3 and all(os.path.isabs(os.readlink(p)) for p in links)
@@ -370,3 +398,115 @@ def test_out_of_memory_is_retried_at_half_batch(image_tags, tmp_path, manifests_
     assert "out of memory" in proc.stderr.split("retrying at batch size 1")[-1]
     assert_clean(results)
     fault_case("OOMKilled (64m limit): retried at half batch, then failed 'out of memory'")
+
+
+# ---------------------------------------------------------------- reliability, round two
+
+def test_cache_clear_removes_only_what_zoobench_made(image_tags, tmp_path, monkeypatch, fault_case):
+    pixels, results = tmp_path / "v", tmp_path / "results"
+    (pixels / "thesis").mkdir(parents=True)
+    (pixels / "thesis" / "a").write_text("x")
+    monkeypatch.setenv("ZOOBENCH_PIXEL_CACHE", str(pixels))
+    bench = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(results))
+    assert bench.returncode == 0, bench.stderr
+    built = [p for p in pixels.iterdir() if p.name not in ("thesis", ".lock")]
+    assert len(built) == 1, list(pixels.iterdir())
+    runs = sorted(published(results))
+    aimed = zoobench("cache", "clear", "--all", "--cache-dir", str(results))  # pointed at a results folder
+    assert aimed.returncode == 0 and "removed 0 cache folder(s)" in aimed.stderr, aimed.stderr
+    assert sorted(published(results)) == runs
+    one_line_error(zoobench("cache", "clear", "thesis"), "is not a pixel cache zoobench made")
+    dry = zoobench("cache", "clear", "--all", "--dry-run")
+    assert f"would remove {built[0].name}" in dry.stderr and built[0].is_dir()
+    cleared = zoobench("cache", "clear", "--all")
+    assert cleared.returncode == 0 and f"removed {built[0].name}" in cleared.stderr, cleared.stderr
+    assert "left alone" in cleared.stderr and "thesis" in cleared.stderr
+    assert (pixels / "thesis" / "a").read_text() == "x" and not built[0].exists()
+    fault_case("only the cache the bench built is removed; a user's folder and a results folder are left alone "
+               "(one line each); --dry-run says what --all would remove")
+
+
+def test_an_altered_pixel_cache_is_never_trusted(image_tags, tmp_path, monkeypatch, fault_case):
+    import numpy as np
+
+    pixels, results = tmp_path / "pixels", tmp_path / "results"
+    monkeypatch.setenv("ZOOBENCH_PIXEL_CACHE", str(pixels))
+    args = ["run", "--profile", "sample", "--limit", "3", "--results", str(results)]
+    first = zoobench(*args)
+    assert first.returncode == 0, first.stderr
+    truth = {run: np.load(results / run / "predictions.npz")["topk_indices"] for run in published(results)}
+    (cache,) = [p for p in pixels.iterdir() if p.is_dir()]
+    digest = json.loads((cache / "index.json").read_text())["pixels_digest"]
+    for run in truth:
+        record = json.loads((results / run / "run.json").read_text())["pixel_cache"]
+        assert record["digest"] == digest and record["verified_chunks"] == 1
+    data = np.load(cache / "pixels.npy", mmap_mode="r+")
+    data[:] = 255 - data  # inverted in place: same size, same header
+    data.flush()
+    del data
+    forced = zoobench(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "do not match their digest" in forced.stderr and "decode the images themselves" in forced.stderr
+    assert forced.stderr.count("failed with the pixel cache") == 1  # dropped for every model at once
+    for run, indices in truth.items():
+        assert np.array_equal(np.load(results / run / "predictions.npz")["topk_indices"], indices), run
+        assert json.loads((results / run / "request.json").read_text())["pixel_cache"] is None
+    again = zoobench(*args, "--no-pixel-cache")
+    assert again.returncode == 0 and again.stderr.count("reused") >= len(truth), again.stderr
+    fault_case("chunk digest mismatch: one note, every model decodes instead, predictions equal the clean run's; "
+               "runs record the cache digest they verified")
+
+
+def test_a_results_folder_inside_the_data_folder_is_refused(tmp_path, photos, fault_case):
+    inside = images_in(photos)[0].parent / "res"
+    proc = zoobench(*LITE0, "--data", str(photos), "--results", str(inside))
+    one_line_error(proc, "is inside the data folder")
+    assert not inside.exists() and containers_of(inside) == []
+    cache_inside = zoobench(*LITE0, "--data", str(photos), "--results", str(tmp_path / "r"),
+                            env={"ZOOBENCH_PIXEL_CACHE": str(photos / "cache")})
+    one_line_error(cache_inside, "pixel cache folder")
+    fault_case("one line before anything is written; a pixel cache inside the data folder too")
+
+
+def test_a_fifo_in_the_data_folder_never_hangs(tmp_path, photos, fault_case):
+    fifo = images_in(photos)[0].parent / "stuck.JPEG"
+    os.mkfifo(fifo)
+    results = tmp_path / "results"
+    for cmd in (["data", "check", str(photos)], [*LITE0, "--data", str(photos), "--results", str(results)]):
+        proc = zoobench(*cmd, timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert "stuck.JPEG" in proc.stderr and "FIFO" in proc.stderr, proc.stderr
+    assert containers_of(results) == [] and not published(results)
+    fault_case("named in one line (FIFO, not a regular file) before any container, no hang")
+
+
+def test_predict_list_and_info_leave_no_volume(image_tags, fault_case):
+    from orchestrator import cli
+
+    tag = image_tags["pytorch"]
+    for command in ("list", "info"):
+        cli.predict_cache_file(tag, command).unlink(missing_ok=True)
+    before = zoobench_volumes()
+    proc = zoobench("models", "pytorch")
+    assert proc.returncode == 0, proc.stderr
+    assert cli.predict_cache_file(tag, "list").is_file()  # it did run a container
+    assert zoobench_volumes() == before
+    fault_case("no anonymous volume left (removed with the container); the suite counts volumes, containers "
+               "and temp files around every case")
+
+
+def test_a_bench_of_only_missing_weights_fails_before_any_container(image_tags, sample_dir, tmp_path, fault_case):
+    from orchestrator import cli
+
+    results = tmp_path / "results"
+    zoobench("models", "pytorch", check=True)  # caches the image's `predict list`
+    listing = cli.cached_listing(image_tags["pytorch"])
+    wanted = next(m for m in listing if m["name"] == "resnet18")["weights_files"]["imagenet:IMAGENET1K_V1"]
+    require(not (cli.CACHE / "weights" / wanted).exists(), f"{wanted} is in the weights cache of this host")
+    proc = zoobench("run", "--profile", "seed", "--data", str(sample_dir), "--results", str(results),
+                    "--model", "pytorch/resnet18", "--model", "pytorch/resnet34")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no model ran: all 2 were skipped")
+    assert "not in the weights cache" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (results / "logs" / "pytorch-resnet18.log").exists()  # no container was started for it
+    fault_case("skipped on the host (the image lists where each weights file lives), no container, exit 1")

@@ -24,19 +24,27 @@ PILLOW = "12.0.0"
 
 
 def write_cache(folder: Path, config: PixelConfig = C224, n: int = 4, pillow: str = PILLOW,
-                digest: str = DIGEST, index: bool = True) -> Path:
-    """A cache folder as `predict cache` writes it: pixels.npy, then index.json."""
-    folder.mkdir(parents=True)
-    pixels = np.lib.format.open_memmap(folder / "pixels.npy", mode="w+", dtype=np.uint8,
-                                       shape=(n, config.crop_size, config.crop_size, 3))
+                digest: str = DIGEST, index: bool = True, marker: bool = True) -> Path:
+    """A cache folder as a build writes it: the orchestrator's marker, pixels.npy, then index.json
+    (schema 2: a digest per chunk of rows)."""
+    from zoobench_contract.pixelcache import CHUNK_ROWS, chunk_digest, pixels_digest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if marker and not (folder / pixelcache.MARKER_FILE).exists():
+        pixelcache.write_marker(folder, folder.name.removesuffix(pixelcache.PARTIAL_SUFFIX), None)
+    shape = (n, config.crop_size, config.crop_size, 3)
+    pixels = np.lib.format.open_memmap(folder / "pixels.npy", mode="w+", dtype=np.uint8, shape=shape)
     pixels[:] = np.arange(n, dtype=np.uint8)[:, None, None, None]
     pixels.flush()
+    chunks = [chunk_digest(pixels[i:i + CHUNK_ROWS]) for i in range(0, n, CHUNK_ROWS)]
     del pixels
     if index:
         paths = [f"n01440764/{i}.JPEG" for i in range(n)]
         (folder / "index.json").write_text(json.dumps({
-            "paths": paths, "sha256": ["00" * 32] * n, "config": config.as_dict(), "pillow": pillow,
-            "contract": "0.1.0", "data_digest": digest, "n_images": n, "created": "2025-01-02T03:04:05Z"}))
+            "schema": 2, "paths": paths, "sha256": ["00" * 32] * n, "config": config.as_dict(), "pillow": pillow,
+            "contract": "0.1.0", "data_digest": digest, "n_images": n, "created": "2025-01-02T03:04:05Z",
+            "chunk_rows": CHUNK_ROWS, "chunk_sha256": chunks,
+            "pixels_digest": pixels_digest(shape, CHUNK_ROWS, chunks)}))
     return folder
 
 
@@ -155,11 +163,12 @@ def test_build_then_reuse(tmp_path):
     def builder(group: Group, partial: Path) -> None:
         assert partial.name == group.key + ".partial" and partial.is_dir()
         calls.append(group.key)
-        partial.rmdir()
         write_cache(partial)
 
-    (root / (group_for().key + ".partial")).mkdir(parents=True)  # left by a killed build
-    (root / (group_for().key + ".partial") / "junk").write_text("x")
+    killed = root / (group_for().key + ".partial")  # left by a killed build: its marker and a half array
+    killed.mkdir(parents=True)
+    pixelcache.write_marker(killed, group_for().key, None)
+    (killed / ".pixels.npy.tmp").write_bytes(b"\x93NUMPY half")
     folder = pixelcache.ensure(group_for(), root, builder, notes.append, said.append)
     assert folder == root / group_for().key and problem(folder, C224, PILLOW, DIGEST, 4) is None
     assert calls == [group_for().key] and notes == [] and "building" in said[0]
@@ -184,7 +193,6 @@ def test_a_failed_build_is_one_note_and_leaves_nothing(tmp_path, failure, needle
         if failure == "exit":
             return "exit code 1: no space left on device writing /out/pixels.npy"
         if failure != "nothing":
-            partial.rmdir()
             write_cache(partial, digest="sha256:" + "00" * 32 if failure == "wrong-digest" else DIGEST)
             if failure == "truncated":
                 os.truncate(partial / "pixels.npy", 1000)
@@ -209,7 +217,6 @@ def test_an_invalid_cache_under_the_key_is_replaced(tmp_path):
     os.truncate(stale / "pixels.npy", 500)
 
     def builder(group: Group, partial: Path) -> None:
-        partial.rmdir()
         write_cache(partial)
 
     folder = pixelcache.ensure(group_for(), root, builder, lambda m: None, lambda m: None)
@@ -228,28 +235,100 @@ def test_data_mounted_over_the_cache_mount_point_is_detected():
 
 def test_cache_list_and_clear(tmp_path):
     root = tmp_path / "pixels"
-    a = write_cache(root / "aaaaaaaaaaaaaaaa", C224, n=3)
-    b = write_cache(root / "bbbbbbbbbbbbbbbb", C299, n=2)
-    write_cache(root / "cccccccccccccccc.partial", index=False)
-    broken = write_cache(root / "dddddddddddddddd", n=2)
+    ka, kb, kd = (cache_key(C224, PILLOW, DIGEST, None), cache_key(C299, PILLOW, DIGEST, None),
+                  cache_key(C224, PILLOW, DIGEST, 2))
+    kc = "cccccccccccccccc"
+    a = write_cache(root / ka, C224, n=3)
+    b = write_cache(root / kb, C299, n=2)
+    write_cache(root / f"{kc}.partial", index=False)
+    broken = write_cache(root / kd, n=2)
+    pixelcache.write_marker(broken, kd, 2)
     os.truncate(broken / "pixels.npy", 100)
     (root / ".lock").write_text("")
     listed = zoobench("cache", "list", "--json", "--cache-dir", str(root), check=True)
     rows = {r["key"]: r for r in json.loads(listed.stdout)}
-    assert sorted(rows) == ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc", "dddddddddddddddd"]
-    assert [rows[k]["state"] for k in sorted(rows)] == ["complete", "complete", "partial", "broken"]
-    first = rows["aaaaaaaaaaaaaaaa"]
+    assert sorted(rows) == sorted([ka, kb, kc, kd])
+    assert {k: rows[k]["state"] for k in rows} == {ka: "complete", kb: "complete", kc: "partial", kd: "broken"}
+    first = rows[ka]
     assert first["config"] == "resize 256 crop 224 bilinear" and first["n_images"] == 3
-    assert rows["bbbbbbbbbbbbbbbb"]["size"] == sum(p.stat().st_size for p in b.iterdir())
+    assert rows[kb]["size"] == sum(p.stat().st_size for p in b.iterdir())
     assert first["pillow"] == PILLOW and first["created"] == "2025-01-02T03:04:05Z"
     table = zoobench("cache", "list", env={pixelcache.ROOT_ENV: str(root)}, check=True)  # the env var points there too
-    assert "aaaaaaaaaaaaaaaa" in table.stdout and "partial" in table.stdout and "4 cache folder(s)" in table.stdout
+    assert ka in table.stdout and "partial" in table.stdout and "4 cache folder(s)" in table.stdout
 
     one_line_error(zoobench("cache", "clear", "--cache-dir", str(root)), "--all")
     one_line_error(zoobench("cache", "clear", "eeeeeeeeeeeeeeee", "--cache-dir", str(root)), "eeeeeeeeeeeeeeee")
     assert a.is_dir()  # nothing removed by a refused clear
-    cleared = zoobench("cache", "clear", "aaaaaaaaaaaaaaaa", "cccccccccccccccc", "--cache-dir", str(root), check=True)
+    cleared = zoobench("cache", "clear", ka, kc, "--cache-dir", str(root), check=True)
     assert "removed 2 cache folder(s)" in cleared.stderr
-    assert sorted(p.name for p in root.iterdir()) == [".lock", "bbbbbbbbbbbbbbbb", "dddddddddddddddd"]
+    assert sorted(p.name for p in root.iterdir()) == sorted([".lock", kb, kd])
+    dry = zoobench("cache", "clear", "--all", "--dry-run", "--cache-dir", str(root), check=True)
+    assert f"would remove {kb}" in dry.stderr and "would remove 2 cache folder(s)" in dry.stderr
+    assert sorted(p.name for p in root.iterdir()) == sorted([".lock", kb, kd])
     zoobench("cache", "clear", "--all", "--cache-dir", str(root), check=True)
     assert [p.name for p in root.iterdir()] == [".lock"]
+
+
+def test_clear_never_removes_what_zoobench_did_not_make(tmp_path):
+    """The data-loss bug: `cache clear --all` on a folder of other things removed them."""
+    root = tmp_path / "v"
+    (root / "thesis").mkdir(parents=True)
+    (root / "thesis" / "a").write_text("x")
+    key = cache_key(C224, PILLOW, DIGEST, None)
+    ours = write_cache(root / key)
+    intruded = write_cache(root / cache_key(C299, PILLOW, DIGEST, None), C299)
+    (intruded / "notes.txt").write_text("mine")  # a user's file inside a cache folder
+    lookalike = root / "ffffffffffffffff"  # a key-like name, but not a cache
+    lookalike.mkdir()
+    (lookalike / "index.json").write_text(json.dumps({"config": C224.as_dict(), "pillow": PILLOW,
+                                                      "data_digest": DIGEST, "n_images": 1}))
+    (root / "0123456789abcdef").symlink_to(root / "thesis")
+    cleared = zoobench("cache", "clear", "--all", "--cache-dir", str(root), check=True)
+    assert f"removed {key}" in cleared.stderr and "4 other folder(s) left alone" in cleared.stderr
+    assert "left alone" in cleared.stderr and "thesis" in cleared.stderr
+    assert not ours.exists()
+    assert (root / "thesis" / "a").read_text() == "x" and (intruded / "notes.txt").read_text() == "mine"
+    assert (intruded / "pixels.npy").is_file() and (lookalike / "index.json").is_file()
+    assert (root / "0123456789abcdef").is_symlink()
+    for name in ("thesis", intruded.name, "ffffffffffffffff", "0123456789abcdef"):
+        refused = zoobench("cache", "clear", name, "--cache-dir", str(root))
+        one_line_error(refused, "is not a pixel cache zoobench made")
+    assert (root / "thesis" / "a").is_file() and (intruded / "notes.txt").is_file()
+
+
+def test_clear_pointed_at_a_results_folder_removes_nothing(tmp_path):
+    results = tmp_path / "results"
+    for run in ("pytorch-resnet18", "keras-resnet50"):
+        (results / run).mkdir(parents=True)
+        (results / run / "run.json").write_text("{}")
+    cleared = zoobench("cache", "clear", "--all", "--cache-dir", str(results), check=True)
+    assert "removed 0 cache folder(s)" in cleared.stderr and "2 other folder(s) left alone" in cleared.stderr
+    assert sorted(p.name for p in results.iterdir()) == ["keras-resnet50", "pytorch-resnet18"]
+
+
+def test_a_rebuild_leaves_a_foreign_folder_under_the_key_alone(tmp_path):
+    root, notes = tmp_path / "pixels", []
+    squatter = root / group_for().key
+    squatter.mkdir(parents=True)
+    (squatter / "mine.txt").write_text("keep")
+    assert pixelcache.ensure(group_for(), root, lambda g, p: write_cache(p) and None, notes.append,
+                             lambda m: None) is None
+    assert (squatter / "mine.txt").read_text() == "keep" and sorted(p.name for p in root.iterdir()) == [
+        ".lock", squatter.name]  # the built partial is gone, the squatter untouched
+    assert len(notes) == 1 and "not a pixel cache zoobench made" in notes[0] and "decode the images" in notes[0]
+
+
+def test_a_cache_of_an_earlier_release_is_recognised_by_its_own_index(tmp_path):
+    key = cache_key(C224, PILLOW, DIGEST, None)
+    old = write_cache(tmp_path / key, marker=False)
+    assert pixelcache.not_ours(old) is None
+    other = write_cache(tmp_path / "abcdefabcdefabcd", marker=False)
+    assert "does not give back its key" in pixelcache.not_ours(other)
+
+
+def test_a_cache_without_chunk_digests_is_not_usable(tmp_path):
+    folder = write_cache(tmp_path / "k")
+    index = json.loads((folder / "index.json").read_text())
+    del index["chunk_sha256"]
+    (folder / "index.json").write_text(json.dumps({**index, "schema": 1}))
+    assert "cannot be verified" in problem(folder, C224, PILLOW, DIGEST, 4)

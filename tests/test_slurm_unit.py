@@ -22,7 +22,8 @@ def test_sbatch_command_asks_for_a_gpu_only_for_the_cuda_variant(tmp_path):
     assert not [a for a in cpu if a.startswith("--gres")]
     assert f"--output={tmp_path}/slurm-%A_%a.out" in cpu
     cuda = slurm.sbatch_command(slurm.SlurmOptions(partition="gpu", account="lab", time_limit="1:00:00",
-                                                   max_parallel=4, sbatch_args=("--qos=high --mem=32G",)),
+                                                   max_parallel=4,
+                                                   sbatch_args=slurm.parse_sbatch_args(["--qos=high --mem=32G"])),
                                 34, "zoobench-seed", tmp_path, True, script)
     for arg in ("--gres=gpu:1", "--array=0-33%4", "--partition=gpu", "--account=lab", "--time=1:00:00",
                 "--qos=high", "--mem=32G"):
@@ -32,9 +33,12 @@ def test_sbatch_command_asks_for_a_gpu_only_for_the_cuda_variant(tmp_path):
 
 
 def test_the_plan_gives_each_task_the_job_and_data_the_submitter_planned(tmp_path):
-    data = DataMount("/data", [Bind("/srv/val", "/data")], {None: "d-all", 3: "d-3"}, {None: 6, 3: 3})
+    val, weights_file = str(tmp_path / "val"), str(tmp_path / "r18.pt")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "r18.pt").write_bytes(b"w")
+    data = DataMount(val, [Bind(val, val)], {None: "d-all", 3: "d-3"}, {None: 6, 3: 3})
     plan = slurm.Plan.of("run1", tmp_path / "results", tmp_path / "weights", data, JOBS,
-                         {"/w/r18.pt": Bind("/w/r18.pt", "/weights-file/r18.pt")}, True, tmp_path / "pixels", True,
+                         {"r18.pt": Bind(weights_file, weights_file)}, True, tmp_path / "pixels", True,
                          "podman", "/shared/images")
     path = tmp_path / "results" / ".slurm" / "run1" / "plan.json"
     plan.save(path)
@@ -42,7 +46,7 @@ def test_the_plan_gives_each_task_the_job_and_data_the_submitter_planned(tmp_pat
     assert [back.job(i) for i in range(2)] == JOBS
     assert back.job(0).pixels == PixelConfig(240, 224, "bilinear") and back.job(1).pixels is None
     assert back.data_mount() == data  # int and None limits survive JSON
-    assert back.binds() == {"/w/r18.pt": Bind("/w/r18.pt", "/weights-file/r18.pt")}
+    assert back.binds() == {"r18.pt": Bind(weights_file, weights_file)}
     assert (back.force, back.use_gpu, back.runtime, back.images_dir) == (True, True, "podman", "/shared/images")
     assert back.results_dir == str((tmp_path / "results").resolve())
     with pytest.raises(slurm.SlurmError, match="index 2"):

@@ -2,13 +2,15 @@
 
 Each image is read and fully decoded with the runners' own reader
 (:func:`zoobench_contract.dataset.read_image`), so a file that fails here fails in
-``predict run`` too. Errors break a benchmark (unreadable files, images filed under the
+``predict run`` too; on a root host a file the containers' user cannot read is unreadable too
+(:mod:`orchestrator.datascan`). Errors break a benchmark (unreadable files, images filed under the
 wrong or a non-ImageNet class); warnings are files every runner handles the same way
 (``to_rgb``: CMYK, greyscale, palette, alpha, 16-bit) or that are worth knowing about
 (duplicates, a PNG named ``.JPEG``). The content hash is the one ``predict run`` records.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Optional
 
-from zoobench_contract.dataset import DataError, file_sha256, list_images, read_image, set_digest
+from zoobench_contract.dataset import DataError, list_images, read_image, read_regular, set_digest
 from zoobench_contract.imagenet import class_names, is_wnid, wnid_to_index
 
+from ..datascan import ReaderAccess, reader_access, stat_or_none
 from .ground_truth import N_VAL, val_ground_truth
 
 ERROR, WARNING = "error", "warning"
@@ -121,15 +124,17 @@ class _FileInfo:
 
 def check(root: Path, workers: int = 2, progress: Optional[Callable[[int, int], None]] = None) -> CheckReport:
     """Decode every image below ``root`` and report the set; raises :class:`DataError` only when
-    ``root`` is missing or holds no images. ``progress(done, total)`` after each file."""
+    ``root`` is missing, holds no images, or holds a FIFO or other special file named like one
+    (:func:`list_images`). ``progress(done, total)`` after each file."""
     t0 = time.perf_counter()
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; pass the validation folder to check")
     relpaths = list_images(root)
+    access = reader_access(root)
     infos: list[_FileInfo] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for info in pool.map(lambda rp: _inspect(Path(root), rp), relpaths):
+        for info in pool.map(lambda rp: _inspect(root, rp, access), relpaths):
             infos.append(info)
             if progress:
                 progress(len(infos), len(relpaths))
@@ -147,8 +152,11 @@ def check(root: Path, workers: int = 2, progress: Optional[Callable[[int, int], 
     )
 
 
-def _inspect(root: Path, relpath: str) -> _FileInfo:
-    """Never raises: a bad file becomes an ``unreadable`` issue."""
+def _inspect(root: Path, relpath: str, access: Optional[ReaderAccess] = None) -> _FileInfo:
+    """Never raises: a bad file, or one the containers' user cannot read, becomes an ``unreadable`` issue."""
+    denied = access.problem(relpath, stat_or_none(root / relpath)) if access else None
+    if denied:
+        return _FileInfo(relpath, _sha_or_none(root / relpath), None, [Issue("unreadable", relpath, denied)])
     try:
         loaded = read_image(root, relpath)
     except DataError as exc:
@@ -236,8 +244,8 @@ def _png_bit_depth(path: Path) -> Optional[int]:
 
 def _sha_or_none(path: Path) -> Optional[str]:
     try:
-        return file_sha256(path)
-    except OSError:
+        return hashlib.sha256(read_regular(path)).hexdigest()
+    except DataError:
         return None
 
 

@@ -1,7 +1,9 @@
 """``zoobench data``: prepare ImageNet val, check a folder, write the sample set.
 
 User errors raise :class:`~zoobench_contract.dataset.DataError`; the top-level ``main`` prints
-them as one line with exit code 2. ``check`` exits 1 when the folder would break a benchmark.
+them as one line with exit code 2. ``check`` exits 1 when the folder would break a benchmark;
+``prepare`` exits 1, after its summary and one ``error:`` line, when it left val files out or the
+result is not the full val set (unless ``--allow-incomplete``).
 """
 from __future__ import annotations
 
@@ -36,12 +38,22 @@ def prepare_cmd(
     val_tar: Optional[Path] = typer.Option(None, "--val-tar", help="ILSVRC2012_img_val.tar (read as a stream)"),
     val_dir: Optional[Path] = typer.Option(None, "--val-dir", help="folder holding the val JPEGs"),
     link: bool = typer.Option(False, "--link", help="hard-link instead of copying (--val-dir; symlink across disks)"),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+                                          help="exit 0 when OUT holds only some of the 50,000 images (a subset)"),
 ) -> None:
-    """Sort the ImageNet validation images into synset folders, using the shipped ground truth."""
+    """Sort the ImageNet validation images into synset folders, using the shipped ground truth.
+
+    Exit 1 when val files were left out (not images, symlinks out of --val-dir) or OUT is not the
+    full 50,000-image set (a truncated archive; --allow-incomplete accepts a subset); exit 2 on
+    bad arguments or an unreadable source."""
     from .prepare import prepare
 
     report = prepare(out, val_tar=val_tar, val_dir=val_dir, link=link, progress=_ticker("prepare"))
     typer.echo(report.summary())
+    problem = report.problem(allow_incomplete)
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
 
 
 @data_app.command("check")

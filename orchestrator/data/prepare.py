@@ -3,14 +3,17 @@
 The source is the official ``ILSVRC2012_img_val.tar`` (read as a stream: no second copy of
 the archive on disk) or a folder of the val JPEGs (copied, or hard-linked with ``link``).
 Labels come from the shipped ground truth (:mod:`.ground_truth`), so nothing is downloaded.
-Every file is written atomically (temp file + rename); running again skips identical files,
-so an interrupted run resumes.
+Only files Pillow recognises as images are placed (the rest are listed in ``not_images``), and
+nothing outside the source folder is read: a symlink whose target lies outside it is refused
+(``refused_links``); links made with ``link`` point at the real file inside it. Every file is
+written atomically (temp file + rename); running again skips identical files, so an
+interrupted run resumes. :meth:`PrepareReport.problem` says, in one line, when the result is
+not what was asked for (files left out, or fewer than all 50,000 images).
 """
 from __future__ import annotations
 
 import filecmp
 import os
-import shutil
 import tarfile
 import time
 import zlib
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
-from zoobench_contract.dataset import DataError
+from zoobench_contract.dataset import DataError, check_image_bytes, read_regular
 from zoobench_contract.outputs import atomic_write
 
 from .ground_truth import N_VAL, val_ground_truth
@@ -41,6 +44,9 @@ class PrepareReport:
     unknown: list[str] = field(default_factory=list)  # source files that are not ImageNet val images
     repeated: list[str] = field(default_factory=list)  # val names met twice in the source (first kept)
     missing: list[str] = field(default_factory=list)  # val images absent from ``out`` after the run
+    not_images: list[str] = field(default_factory=list)  # val names whose bytes are no image (left out)
+    refused_links: list[str] = field(default_factory=list)  # symlinks out of the source folder (left out)
+    reasons: dict[str, str] = field(default_factory=dict)  # one line per not_images / refused_links entry
     classes: int = 0  # synset folders holding at least one val image
     seconds: float = 0.0
 
@@ -66,12 +72,33 @@ class PrepareReport:
         else:
             lines.append(f"  incomplete: {self.present} of {N_VAL} val images in {self.classes} of 1000 classes; "
                          f"{len(self.missing)} missing{_names(self.missing)}")
-        for label, names in (("not ImageNet val files (left out)", self.unknown),
+        for label, names in (("val names that are not images (left out)", self.not_images),
+                             ("symlinks out of the source folder (refused)", self.refused_links),
+                             ("not ImageNet val files (left out)", self.unknown),
                              ("val names met twice in the source (first kept)", self.repeated),
                              ("replaced a different file already in place", self.replaced)):
             if names:
                 lines.append(f"  {len(names)} {label}{_names(names)}")
         return "\n".join(lines)
+
+    def problem(self, allow_incomplete: bool = False) -> Optional[str]:
+        """One line when the run left val files out, or (unless ``allow_incomplete``) ``out`` is not
+        the full val set; None when the result is what was asked for."""
+        for names, what in ((self.refused_links, "symlink(s) out of the source folder refused"),
+                            (self.not_images, "val file(s) left out, not images")):
+            if names:
+                return f"{len(names)} {what} (first: {self.reasons[names[0]]}); see the list above"
+        if self.full or allow_incomplete:
+            return None
+        hint = ("the archive may be truncated; download it again" if self.source.startswith("tar ")
+                else "the folder lacks val images")
+        return (f"incomplete: {self.present} of {N_VAL} val images in {self.out} ({len(self.missing)} missing, "
+                f"first {self.missing[0]}); {hint}, or pass --allow-incomplete to keep a subset")
+
+    def leave_out(self, names: list[str], name: str, reason: str) -> None:
+        """Record ``name`` in ``names`` (not_images or refused_links) with its one-line reason."""
+        names.append(name)
+        self.reasons[name] = reason
 
 
 def _names(names: list[str]) -> str:
@@ -104,7 +131,7 @@ def prepare(out: Path, val_tar: Optional[Path] = None, val_dir: Optional[Path] =
             raise DataError(f"{out}: --out must differ from --val-dir")
         report = PrepareReport(out, f"folder {val_dir}")
         _from_dir(val_dir, out, link, report, progress)
-    if report.placed == 0:
+    if report.placed == 0 and not (report.not_images or report.refused_links):
         raise DataError(f"{report.source.split(' ', 1)[1]}: no ILSVRC2012 val images in it "
                         f"({len(report.unknown)} other files); is this the validation set?")
     _tally(out, report)
@@ -135,7 +162,12 @@ def _from_tar(tar_path: Path, out: Path, report: PrepareReport, progress: Option
                     seen.add(name)
                     fobj = stream.extractfile(member)
                     data = fobj.read() if fobj is not None else b""
-                    _place_bytes(data, out / truth[name] / name, report)
+                    try:
+                        check_image_bytes(data, f"{tar_path} member {member.name}")
+                    except DataError as exc:
+                        report.leave_out(report.not_images, member.name, str(exc))
+                    else:
+                        _place_bytes(data, out / truth[name] / name, report)
                 if progress:
                     progress(n)
         except (tarfile.TarError, EOFError, zlib.error) as exc:
@@ -151,7 +183,7 @@ def _from_tar(tar_path: Path, out: Path, report: PrepareReport, progress: Option
 def _from_dir(val_dir: Path, out: Path, link: bool, report: PrepareReport, progress: Optional[Progress]) -> None:
     truth = val_ground_truth()
     seen: set[str] = set()
-    out_real = os.path.realpath(out)
+    out_real, src_real = os.path.realpath(out), os.path.realpath(val_dir)
     n = 0
     for dirpath, dirnames, filenames in os.walk(val_dir):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
@@ -160,18 +192,15 @@ def _from_dir(val_dir: Path, out: Path, link: bool, report: PrepareReport, progr
             if name.startswith("."):
                 continue
             src = Path(dirpath, name)
+            rel = src.relative_to(val_dir).as_posix()
             n += 1
             if name not in truth:
-                report.unknown.append(src.relative_to(val_dir).as_posix())
+                report.unknown.append(rel)
             elif name in seen:
-                report.repeated.append(src.relative_to(val_dir).as_posix())
+                report.repeated.append(rel)
             else:
                 seen.add(name)
-                try:
-                    _place_file(src, out / truth[name] / name, link, report)
-                except OSError as exc:
-                    raise DataError(f"{exc.filename or src}: cannot copy ({exc.strerror or exc}); check free space "
-                                    "and permissions, then run again to resume") from None
+                _place_source(src, rel, src_real, out / truth[name] / name, link, report)
             if progress:
                 progress(n)
 
@@ -186,7 +215,31 @@ def _place_bytes(data: bytes, dest: Path, report: PrepareReport) -> None:
     report.written += 1
 
 
-def _place_file(src: Path, dest: Path, link: bool, report: PrepareReport) -> None:
+def _place_source(src: Path, rel: str, src_real: str, dest: Path, link: bool, report: PrepareReport) -> None:
+    """Copy or link one val file of the source folder, unless it links out of the folder or is no image."""
+    real = os.path.realpath(src)
+    if os.path.commonpath([real, src_real]) != src_real:
+        report.leave_out(report.refused_links, rel, f"{src} links to {real}, outside {src_real}; "
+                         "copy the file into the folder or remove the link")
+        return
+    try:
+        data = read_regular(real)
+        check_image_bytes(data, src)
+    except DataError as exc:
+        report.leave_out(report.not_images, rel, str(exc))
+        return
+    try:
+        if link:
+            _place_link(Path(real), dest, report)
+        else:
+            _place_bytes(data, dest, report)
+    except OSError as exc:
+        raise DataError(f"{exc.filename or src}: cannot copy ({exc.strerror or exc}); check free space "
+                        "and permissions, then run again to resume") from None
+
+
+def _place_link(src: Path, dest: Path, report: PrepareReport) -> None:
+    """Hard-link ``dest`` to ``src`` (a real path), or symlink it where a hard link is impossible."""
     if dest.exists():
         if _same(src, dest):
             report.skipped += 1
@@ -196,16 +249,12 @@ def _place_file(src: Path, dest: Path, link: bool, report: PrepareReport) -> Non
     tmp = _tmp_name(dest)
     _discard(tmp)
     try:
-        if link:
-            try:
-                os.link(src, tmp)
-                kind = "linked"
-            except OSError:  # another filesystem, or no hard links there
-                os.symlink(os.path.abspath(src), tmp)
-                kind = "symlinked"
-        else:
-            shutil.copyfile(src, tmp)
-            kind = "written"
+        try:
+            os.link(src, tmp)
+            kind = "linked"
+        except OSError:  # another filesystem, or no hard links there
+            os.symlink(src, tmp)
+            kind = "symlinked"
         os.replace(tmp, dest)
     finally:
         _discard(tmp)

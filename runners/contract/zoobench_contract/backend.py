@@ -6,12 +6,21 @@ Pillow pipeline for all frameworks), batching, top-k, output files and errors.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 
 from .preprocessing import Preprocessing
+
+WEIGHTS_MOUNT = "/weights"  # where every runner image keeps (and the orchestrator mounts) the weights cache
+
+
+def weights_file_under(path: str | os.PathLike[str]) -> str | None:
+    """``path`` relative to :data:`WEIGHTS_MOUNT` (POSIX), or None when it lies elsewhere."""
+    rel = os.path.relpath(os.path.abspath(path), WEIGHTS_MOUNT)
+    return None if rel == ".." or rel.startswith("../") else rel.replace(os.sep, "/")
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,10 @@ class ModelSpec:
     weights_bundled: bool = False
     """True when the pretrained weights ship inside the image (no fetch step needed)."""
     num_classes: int = 1000
+    weights_files: dict[str, str] = field(default_factory=dict)
+    """``--weights`` choice (``imagenet``, ``imagenet:VARIANT``) -> the file it reads, relative to
+    :data:`WEIGHTS_MOUNT` (the host's ``.cache/weights``), so the orchestrator can tell a missing
+    file before any container; empty when bundled or not known."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -34,6 +47,7 @@ class ModelSpec:
             "weights": self.weights,
             "weights_bundled": self.weights_bundled,
             "num_classes": self.num_classes,
+            "weights_files": self.weights_files,
             **self.extra,
         }
 
@@ -77,6 +91,12 @@ class Backend(Protocol):
 
     def predict(self, model: Any, batch: np.ndarray) -> np.ndarray:
         """NHWC float32 batch -> float32 logits (N x num_classes)."""
+        ...
+
+    def state_arrays(self, model: Any) -> Iterable[tuple[str, np.ndarray]]:
+        """Every parameter and buffer of ``model`` (batch-norm statistics included) as (name, array),
+        in a fixed order: ``predict run`` digests them before and after inference and fails if
+        inference changed any. A backend without it records ``parameters: null`` with the reason."""
         ...
 
     # Optional: ``preprocessing_for(spec, weights) -> Preprocessing``, the preprocessing of the weights

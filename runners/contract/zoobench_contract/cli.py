@@ -23,6 +23,7 @@ import typer
 from .backend import Backend, ModelSpec, UsageError, WeightsUnavailable
 from .clitools import run_app
 from .dataset import DataError, file_sha256, list_images, set_digest
+from .integrity import StateChanged, determinism_record, parameters_record, state_of
 from .loader import default_workers, iter_batches
 from .pixelcache import PixelCache
 from .pixelcache import build as build_pixel_cache
@@ -284,6 +285,7 @@ def run(
     t0 = time.perf_counter()
     predictor(np.zeros((min(batch_size, len(paths)), prep.crop_size, prep.crop_size, 3), np.uint8))
     t_warm = time.perf_counter() - t0
+    state_before = state_of(backend, net)  # after the warm-up: lazily built layers exist by now
 
     all_logits, digests, compute = [], [], 0.0
     n_workers = workers or default_workers()
@@ -304,6 +306,7 @@ def run(
             last_report = now
     t_infer = time.perf_counter() - t0
 
+    parameters = parameters_record(state_before, state_of(backend, net), backend.framework)
     logits = np.concatenate(all_logits)
     if not np.isfinite(logits).all():
         fail(f"{spec.name}: non-finite logits (NaN/inf) from {weights} weights; the weights are broken", 1)
@@ -324,7 +327,8 @@ def run(
             "precision_settings": precision_settings,
             "normalise": predictor.where,
             "pixel_cache": ({"folder": str(pixels), "created": cache.index.get("created"),
-                             "pillow": cache.index.get("pillow")} if cache is not None else None),
+                             "pillow": cache.index.get("pillow"), "digest": cache.digest,
+                             "verified_chunks": len(cache.verified)} if cache is not None else None),
             "device": used_device,
             "batch_size": batch_size,
             "topk": topk,
@@ -335,6 +339,9 @@ def run(
                         "warmup": t_warm, "inference": t_infer, "compute": compute,
                         "input_wait": max(t_infer - compute, 0.0)},
             "decode_workers": n_workers,
+            "parameters": parameters if parameters is not None else {
+                "unchanged": None, "why": f"the {backend.framework} backend has no state_arrays"},
+            "determinism": determinism_record(paths, indices, scores, env.get("deterministic"), precision),
             "data": {"root": str(data), "n_images": len(paths), "limit": limit, "digest": set_digest(zip(paths, digests))},
             "env": env,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -389,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         app,
         argv,
         {UserError: EXIT_USAGE, DataError: EXIT_USAGE, UsageError: EXIT_USAGE, WeightsUnavailable: EXIT_WEIGHTS,
-         RunFailed: EXIT_FAILED},
+         RunFailed: EXIT_FAILED, StateChanged: EXIT_FAILED},
         classify,
         interrupted="interrupted; no output was written",
     )

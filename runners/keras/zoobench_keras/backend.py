@@ -56,7 +56,8 @@ with _native_stderr_silenced():
     from keras.src.utils import file_utils  # noqa: E402
     tf.constant(0.0) + 1.0  # initialise the runtime (and its logging) now, quietly
 
-from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable  # noqa: E402
+from zoobench_contract.backend import (DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable,  # noqa: E402
+                                       weights_file_under)
 from zoobench_contract.preprocessing import (  # noqa: E402
     CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, Normalisation, Preprocessing,
 )
@@ -114,6 +115,16 @@ def keras_applications() -> dict[str, tuple[str, Callable[..., Any], Callable[..
     return found
 
 
+def cache_files(name: str) -> dict[str, str]:
+    """``--weights`` choice -> the file keras.applications reads from the cache, under the weights mount."""
+    from .weights_files import CACHE_SUBDIR, FILES
+
+    if name not in FILES:
+        return {}
+    rel = weights_file_under(Path(keras_home()).expanduser() / CACHE_SUBDIR / FILES[name])
+    return {"imagenet": rel} if rel is not None else {}
+
+
 @dataclass
 class LoadedModel:
     """What :meth:`Backend.load` returns: the Keras model plus its compiled inference function."""
@@ -147,7 +158,7 @@ class Backend:
                 INPUT_SIZES.get(name, 224), CROP_FRACTION, interpolation="bilinear", **preprocess_mode(preprocess_input)
             )
             self._specs[name] = ModelSpec(name, prep, f"keras.applications.{cls}(weights='imagenet')",
-                                          extra={"keras_application": cls})
+                                          weights_files=cache_files(name), extra={"keras_application": cls})
         self._specs[LITE0] = ModelSpec(LITE0, EFFICIENTNET_LITE0, LITE0_WEIGHTS, weights_bundled=True)
 
     def framework_version(self) -> str:
@@ -282,6 +293,11 @@ class Backend:
             keras.config.enable_interactive_logging()
             keras.backend.clear_session()
         return fetched[-1] if fetched else str(home / "models")
+
+    def state_arrays(self, model: LoadedModel) -> Iterator[tuple[str, np.ndarray]]:
+        """Every variable of the model, trainable or not (batch-norm moving mean and variance too)."""
+        for i, v in enumerate(model.model.weights):
+            yield f"{i}:{getattr(v, 'path', None) or v.name}", np.asarray(keras.ops.convert_to_numpy(v))
 
     def predict(self, model: LoadedModel, batch: np.ndarray) -> np.ndarray:
         self._check_size(model, batch)

