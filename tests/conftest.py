@@ -87,7 +87,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def image_tags(docker_client) -> dict[str, str]:
     """Build (or reuse, by content hash) every CPU image through the real CLI; name -> tag."""
-    from orchestrator import images
+    from orchestrator.images import build as images
 
     zoobench("images", "build", "--variant", "cpu", check=True, timeout=3000)
     specs = images.load_manifest(ROOT / "manifests" / "images.yaml")

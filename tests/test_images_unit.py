@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import images
+from orchestrator.images import build as images
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG_RE = re.compile(r"^zoobench/pytorch:(cpu|cuda)-[0-9a-f]{12}$")

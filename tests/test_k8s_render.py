@@ -14,11 +14,13 @@ import pytest
 import yaml
 
 from conftest import one_line_error, zoobench
-from orchestrator import k8s
-from orchestrator.bench import Bench, BenchError, DataMount, Job, plan_jobs, predict_run_args
-from orchestrator.cli import image_tags
+from orchestrator.engines import k8s
+from orchestrator.errors import BenchError
+from orchestrator.bench.plan import Job, plan_jobs, predict_run_args
+from orchestrator.bench.runner import Bench, DataMount
+from orchestrator.bench.imagefacts import image_tags
 from orchestrator.manifests import MANIFEST_DIR, Profile, get_profile, load_models
-from orchestrator.ranking import find_runs
+from orchestrator.results.ranking import find_runs
 
 K8S_VERSION = "1.30"  # pinned: kubernetes-validate ships its schemas (no network); the Jobs need >= 1.29
 CLAIMS = {"data": "imagenet-val", "results": "zoo-results", "weights": "zoo-weights"}
@@ -250,20 +252,23 @@ def test_the_model_timeout_is_enforced_in_the_pod(lite0_pod):
 
 # ---------------------------------------------------------------- planning offline, limits, names
 
-def test_listing_choice_without_docker(tmp_path):
+def test_listing_choice_without_docker(tmp_path, monkeypatch):
+    monkeypatch.setattr(k8s.imagefacts, "cached_listing", lambda tag: None)
     tags = {"pytorch": "zoobench/pytorch:cpu-x"}
     notes: list[str] = []
     explicit = Profile(models={"pytorch": ["resnet50", "nosuchnet"]})
-    served = k8s.served_offline(explicit, tags, lambda tag: None, {}, notes.append)
+    served = k8s.served_offline(explicit, tags, {}, notes.append)
     assert set(served("pytorch")) == {"resnet50", "nosuchnet"} and "unchecked" in notes[0]
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps([{"name": "resnet50", "preprocessing": {}}]))
-    checked = k8s.served_offline(explicit, tags, lambda tag: None, {"pytorch": listing}, notes.append)
+    checked = k8s.served_offline(explicit, tags, {"pytorch": listing}, notes.append)
     with pytest.raises(BenchError, match="unknown model.*nosuchnet"):
         plan_jobs(explicit, load_models(), tags, checked)
-    cached = k8s.served_offline(explicit, tags, lambda tag: [{"name": "resnet50"}], {}, notes.append)
+    monkeypatch.setattr(k8s.imagefacts, "cached_listing", lambda tag: [{"name": "resnet50"}])
+    cached = k8s.served_offline(explicit, tags, {}, notes.append)
     assert set(cached("pytorch")) == {"resnet50"}
-    every = k8s.served_offline(Profile(models={"pytorch": "all"}), tags, lambda tag: None, {}, notes.append)
+    monkeypatch.setattr(k8s.imagefacts, "cached_listing", lambda tag: None)
+    every = k8s.served_offline(Profile(models={"pytorch": "all"}), tags, {}, notes.append)
     with pytest.raises(BenchError, match="--models-from pytorch=FILE"):
         every("pytorch")
     assert len(notes) == 1

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from orchestrator import cli, images
-from orchestrator.livestatus import LiveStatus, clean_line, elapsed_text
+from orchestrator.cli import images as cli
+from orchestrator.images import build as images
+from orchestrator.images.livestatus import LiveStatus, clean_line, elapsed_text
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

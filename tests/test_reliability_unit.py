@@ -15,11 +15,14 @@ from docker.errors import ImageLoadError, ImageNotFound
 from rich.console import Console
 
 from conftest import one_line_error, tar_of, zoobench
-from orchestrator import imagestore, k8s, slurm
-from orchestrator.bench import BenchError, DataMount, Job
-from orchestrator.mounts import Bind
-from orchestrator.ranking import RankError, format_markdown, load_results, rank_results
-from orchestrator.report import write_report
+from orchestrator.engines import k8s, slurm
+from orchestrator.images import store as imagestore
+from orchestrator.errors import BenchError
+from orchestrator.bench.plan import Job
+from orchestrator.bench.runner import DataMount
+from orchestrator.bench.mounts import Bind
+from orchestrator.results.ranking import RankError, format_markdown, load_results, rank_results
+from orchestrator.results.report import write_report
 from test_compare import tiny_run
 from test_ranking import dataset, mask, predictions, write_run
 
@@ -162,7 +165,7 @@ def test_a_slurm_task_given_a_foreign_tar_fails_in_one_line_naming_it(tmp_path, 
     plan_path = valid_plan(tmp_path, [job], images_dir=str(tmp_path / "images"))
     tar = image_tar(tmp_path / "images" / imagestore.tar_name(TAG), [OTHER])
     monkeypatch.setattr(slurm.containers, "connect", lambda runtime: FakeClient())
-    outcome = slurm.run_task(plan_path, 0, Console(file=io.StringIO()), lambda client, tag: "10")
+    outcome = slurm.run_task(plan_path, 0, Console(file=io.StringIO()))
     assert outcome.status == "failed" and outcome.reason.startswith(f"{tar} holds {OTHER}, not {TAG}")
     assert slurm.read_outcome(plan_path, 0, job).reason == outcome.reason
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import one_line_error, zoobench
-from orchestrator import slurm
-from orchestrator.bench import DataMount, Job, Outcome
-from orchestrator.mounts import Bind
-from orchestrator.pixelcache import PixelConfig
+from orchestrator.engines import slurm
+from orchestrator.bench.plan import Job
+from orchestrator.bench.runner import DataMount, Outcome
+from orchestrator.bench.mounts import Bind
+from orchestrator.bench.pixelcache import PixelConfig
 
 JOBS = [Job("pytorch", "zoobench/pytorch:cpu-1", "resnet18", "random", 32, 600, {"resize_size": 240}, 3,
             memory="8g", precision="bf16", pixels=PixelConfig(240, 224, "bilinear")),
@@ -166,8 +167,8 @@ def test_following_an_array_survives_a_silent_slurm_and_reports_every_ending(tmp
 
 
 def test_without_an_engine_uncached_images_are_one_clear_line():
-    from orchestrator import cli
-    from orchestrator.bench import BenchError
+    from orchestrator.bench import imagefacts as cli
+    from orchestrator.errors import BenchError
 
     tag = "zoobench/never-listed:cpu-000000000000"
     with pytest.raises(BenchError, match="run `zoobench models never-listed` once on a host with the images"):

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import images  # noqa: E402
+from orchestrator.images import build as images  # noqa: E402
 from orchestrator.data.sample import make_sample  # noqa: E402
 
 

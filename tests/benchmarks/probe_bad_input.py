@@ -62,7 +62,7 @@ def text_edit(file: str, old: str, new: str):
 
 
 def main() -> None:
-    from orchestrator import images
+    from orchestrator.images import build as images
 
     tags = {n: images.image_tag(s, "cpu", ROOT) for n, s in images.load_manifest(ROOT / "manifests/images.yaml").items()}
     with tempfile.TemporaryDirectory() as tmp_s:

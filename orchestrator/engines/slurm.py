@@ -1,7 +1,7 @@
 """Run a bench on Slurm: one job array, one task per unfinished model.
 
 Every task runs the very code of a local run on its node (``zoobench slurm task PLAN``, see
-:mod:`orchestrator.cli`): a :class:`~orchestrator.bench.Bench` of one job, so the container launch,
+:mod:`orchestrator.cli.slurm`): a :class:`~orchestrator.bench.runner.Bench` of one job, so the container launch,
 the ``.partial`` -> rename publish and the resume check are the local ones. This module only plans
 the array (a JSON plan on the shared results folder), submits it with ``sbatch``, follows it with
 ``squeue`` and cancels it with ``scancel``. A task handles the SIGTERM of ``scancel`` (or of a time
@@ -30,10 +30,16 @@ from rich.console import Console
 
 from zoobench_contract.outputs import write_json
 
-from . import containers, imagestore, mounts
-from .bench import Bench, BenchError, BenchSummary, DataMount, Job, Outcome, PixelSettings
-from .containers import PROGRESS_PREFIX
-from .mounts import Bind
+from zoobench_contract.cli import PROGRESS_PREFIX
+
+from ..bench import containers, imagefacts, mounts
+from ..bench.layout import LOGS_DIR
+from ..bench.mounts import Bind
+from ..bench.plan import Job
+from ..bench.runner import Bench, BenchSummary, DataMount, Outcome, PixelSettings, progress_display
+from ..errors import BenchError, EngineError, ImageStoreError, SlurmError, first_line
+from ..images import store as imagestore
+from ..paths import ROOT
 
 STATE_DIR = ".slurm"  # RESULTS/.slurm/: the live array's record and each submission's plan
 ACTIVE_FILE = "active.json"
@@ -43,10 +49,6 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPT
 GPU_ENV = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
 RESERVED_OPTIONS = ("--array", "--output", "--parsable", "--job-name", "--export", "--wrap")  # sbatch_command's
 RESERVED_SHORT = ("-a", "-o", "-J")  # --array, --output, --job-name
-
-
-class SlurmError(BenchError):
-    """Slurm cannot be used as asked (no sbatch, a rejected submission, a live array); one line."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class SlurmOptions:
 class Plan:
     """Everything a task needs to run its job as the local bench would, written once per submission.
     :meth:`load` checks a plan as it checks any input: every field's type (pydantic), and binds that
-    mount host paths at their own path, none onto the image's files (:func:`~orchestrator.mounts.check_target`)."""
+    mount host paths at their own path, none onto the image's files (:func:`~orchestrator.bench.mounts.check_target`)."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")
 
@@ -189,10 +191,10 @@ def task_where() -> dict[str, Any]:
             "node": os.environ.get("SLURMD_NODENAME"), "gpus": allocated_gpus()}
 
 
-def run_task(plan_file: Path, index: int, console: Console, pillow_of: Callable[[Any, str], str]) -> Outcome:
+def run_task(plan_file: Path, index: int, console: Console) -> Outcome:
     """Array task ``index`` on this node: a :class:`Bench` of the plan's job ``index``, run as a local
     bench runs it (SIGTERM from scancel or a time limit kills its container); its outcome is written
-    beside the plan for the submitter. ``pillow_of(client, tag)``: an image's Pillow version."""
+    beside the plan for the submitter."""
     plan = Plan.load(plan_file)
     job = plan.job(index)
     where = task_where()
@@ -207,7 +209,7 @@ def run_task(plan_file: Path, index: int, console: Console, pillow_of: Callable[
         if plan.use_gpu and not gpus:
             raise BenchError("Slurm gave this task no GPU; submit with --gres gpu:1 (the default for --variant cuda)")
         peers = [plan.job(i) for i in range(len(plan.jobs)) if i != index]
-        pixels = (PixelSettings(Path(plan.pixel_root), lambda tag: pillow_of(client, tag))
+        pixels = (PixelSettings(Path(plan.pixel_root), lambda tag: imagefacts.pillow_version(client, tag))
                   if plan.pixel_root else None)
         bench = Bench(client, [job], plan.data_mount(), Path(plan.results_dir), Path(plan.weights_dir), gpus, console,
                       run_id=f"{plan.run_id}-{index}", force=plan.force, weights_binds=plan.binds(), pixels=pixels,
@@ -215,8 +217,8 @@ def run_task(plan_file: Path, index: int, console: Console, pillow_of: Callable[
         outcome = bench.run(clean=False).outcomes[0]
     except KeyboardInterrupt:
         outcome = Outcome(job, "interrupted", "interrupted (the Slurm task was cancelled)")
-    except (BenchError, containers.EngineError, imagestore.ImageStoreError, OSError) as exc:
-        outcome = Outcome(job, "failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    except (BenchError, EngineError, ImageStoreError, OSError) as exc:
+        outcome = Outcome(job, "failed", first_line(exc, type(exc).__name__))
     write_outcome(plan_file, index, outcome, where)
     console.print(f"{job.image}/{job.model}: {outcome.status}{': ' + outcome.reason if outcome.reason else ''}",
                   highlight=False, soft_wrap=True)
@@ -294,7 +296,7 @@ def sbatch_command(options: SlurmOptions, n_tasks: int, name: str, log_dir: Path
 def task_script(plan: Path) -> str:
     """The batch script of every task: this zoobench, on the shared filesystem, runs the plan's task."""
     python = shlex.quote(sys.executable)
-    root = shlex.quote(str(Path(__file__).resolve().parents[1]))
+    root = shlex.quote(str(ROOT))
     return (f"#!/bin/bash\n# zoobench Slurm task: one model of {plan}\ncd {root}\n"
             f"exec {python} -m orchestrator.cli slurm task {shlex.quote(str(plan))}\n")
 
@@ -456,7 +458,7 @@ class ArrayRun:
                  poll_s: float = 1.0) -> None:
         self.job_id, self.plan_path, self.jobs, self.results = job_id, plan_path, jobs, results
         self.progress, self.poll_s = progress, poll_s
-        self.log_dir = results / "logs"
+        self.log_dir = results / LOGS_DIR
         self.done: dict[int, Outcome] = {}
 
     def follow(self) -> list[Outcome]:
@@ -517,7 +519,7 @@ def run_array(bench: Bench, options: SlurmOptions, name: str, pixel_root: Path |
     script = folder / "task.sh"
     script.write_text(task_script(plan_path))
     script.chmod(0o755)
-    log_dir = bench.results_dir.resolve() / "logs"
+    log_dir = bench.results_dir.resolve() / LOGS_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     job_id = submit(sbatch_command(options, len(pending), name, log_dir, use_gpu, script))
     write_json(state_dir(bench.results_dir) / ACTIVE_FILE,
@@ -525,7 +527,7 @@ def run_array(bench: Bench, options: SlurmOptions, name: str, pixel_root: Path |
     console.print(f"submitted Slurm array {job_id}: {len(pending)} task(s), one per model "
                   f"(logs: {log_dir}/slurm-{job_id}_*.out)", highlight=False, soft_wrap=True)
     try:
-        with bench._progress() as progress:
+        with progress_display(bench.console) as progress:
             array = ArrayRun(job_id, plan_path, pending, bench.results_dir, progress, options.poll_s)
             try:
                 summary.outcomes += array.follow()

@@ -24,30 +24,28 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from zoobench_contract.outputs import write_json
-from zoobench_contract.preprocessing import Preprocessing
+from zoobench_contract.pixelcache import CACHE_SCHEMA, INDEX_FILE, PIXELS_FILE
 
+from ..errors import NotACache, first_line
+from ..paths import PIXEL_CACHE
+from .layout import PARTIAL_SUFFIX, PIXELS_MOUNT
 from .mounts import Bind
-
-if TYPE_CHECKING:
-    from .bench import Job
+from .plan import Job, PixelConfig
 
 ROOT_ENV = "ZOOBENCH_PIXEL_CACHE"
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "pixels"
-PIXELS_FILE, INDEX_FILE = "pixels.npy", "index.json"
+DEFAULT_ROOT = PIXEL_CACHE
 MARKER_FILE = "zoobench-cache.json"  # written first into every build: what proves zoobench made a folder
-CACHE_SCHEMA = 2  # the contract's index schema with chunk digests (zoobench_contract.pixelcache)
-PARTIAL_SUFFIX = ".partial"
 KEY_NAME = re.compile(r"^[0-9a-f]{16}(\.partial)?$")
 BUILD_TEMP = re.compile(r"^\.(pixels\.npy|index\.json|zoobench-cache\.json)(\..*)?\.tmp$")
 LOCK_FILE = ".lock"
-MOUNT = "/pixels"
+MOUNT = PIXELS_MOUNT  # where a job sees its cache
 MARGIN = 0.05  # free space needed on top of the cache's size
 INDEX_BYTES_PER_IMAGE = 200  # path + sha256 in index.json, a generous estimate
 SLACK_BYTES = 64 * 1024  # .npy header, the rest of index.json
@@ -56,35 +54,6 @@ SLACK_BYTES = 64 * 1024  # .npy header, the rest of index.json
 def cache_root() -> Path:
     """Where caches live: ``$ZOOBENCH_PIXEL_CACHE`` or ``.cache/pixels`` of the checkout."""
     return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
-
-
-@dataclass(frozen=True)
-class PixelConfig:
-    """What a uint8 crop depends on, besides the file and the Pillow version."""
-
-    resize_size: int
-    crop_size: int
-    interpolation: str
-
-    @classmethod
-    def from_preprocessing(cls, prep: Preprocessing) -> "PixelConfig":
-        """The fields of ``prep`` the crop depends on (the contract's ``Preprocessing.pixel_config``)."""
-        return cls(**prep.pixel_config())
-
-    @classmethod
-    def of(cls, default: dict[str, Any], override: dict[str, Any]) -> "PixelConfig":
-        """The effective config of a model: its own preprocessing with the manifest's override."""
-        return cls.from_preprocessing((Preprocessing.from_dict(default) if default else Preprocessing()).override(override))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return f"resize {self.resize_size} crop {self.crop_size} {self.interpolation}"
-
-    @property
-    def row_bytes(self) -> int:
-        return self.crop_size * self.crop_size * 3
 
 
 def cache_key(config: PixelConfig, pillow: str, data_digest: str, limit: int | None) -> str:
@@ -239,10 +208,6 @@ def not_ours(folder: Path) -> str | None:
     return None if folder.name.endswith(PARTIAL_SUFFIX) or not names else f"no {MARKER_FILE} and no {INDEX_FILE}"
 
 
-class NotACache(RuntimeError):
-    """A folder zoobench cannot prove it made; it is never removed (the message is one line)."""
-
-
 def remove_own(folder: Path) -> None:
     """Remove a folder zoobench made (checked again now): its files one by one, then the folder.
     Never a recursive delete: what is not a build's file stays, and the folder with it."""
@@ -378,7 +343,7 @@ def _build(group: Group, root: Path, builder: Builder, note: Callable[[str], Non
         try:
             reason = builder(group, partial)
         except Exception as exc:  # noqa: BLE001 - a failed build is a note, never a failed bench
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc)
             reason = f"{type(exc).__name__}: {first}"
         if reason is None:
             wrong = content_problem(partial, group.config, group.pillow, group.data_digest, group.n_images)

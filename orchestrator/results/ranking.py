@@ -18,20 +18,19 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .labels import REAL, LabelError, Labels, Truth, truth_for
-from .stats import competition_rank, mcnemar_paired, wilson
+from zoobench_contract.outputs import PREDICTIONS_FILE, RUN_FILE
 
-RUN_FILE = "run.json"
-PREDICTIONS_FILE = "predictions.npz"
-SKIP_SUFFIXES = (".partial", ".old")
-SKIP_NAMES = {"logs"}
+from ..bench.layout import LOGS_DIR, OLD_SUFFIX, PARTIAL_SUFFIX
+from ..errors import LabelError, RankError, first_line
+from .labels import REAL, Labels, truth_for
+from .stats import competition_rank, mcnemar_paired, wilson
+from .truth import Truth
+
+SKIP_SUFFIXES = (PARTIAL_SUFFIX, OLD_SUFFIX)
+SKIP_NAMES = {LOGS_DIR}
 FORMATS = ("table", "markdown", "csv", "json", "none")
 ALPHA = 0.05
 N_CLASSES = 1000
-
-
-class RankError(ValueError):
-    """Results that cannot be ranked (the message is one line naming the run and the fix)."""
 
 
 ERRORS = (RankError, LabelError)
@@ -116,7 +115,7 @@ def run_name(results_dir: Path, run_dir: Path) -> str:
     return run_dir.name if rel == "." else rel
 
 
-def _field(run: dict[str, Any], path: str, where: Path) -> Any:
+def run_field(run: dict[str, Any], path: str, where: Path) -> Any:
     value: Any = run
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
@@ -125,7 +124,7 @@ def _field(run: dict[str, Any], path: str, where: Path) -> Any:
     return value
 
 
-def _read_run_json(path: Path) -> dict[str, Any]:
+def read_run_json(path: Path) -> dict[str, Any]:
     try:
         run = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -151,7 +150,7 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
     except RankError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable npz is one user-facing line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         raise RankError(f"{path}: unreadable ({type(exc).__name__}: {first}); delete the run folder and re-run it") \
             from None
     if paths.ndim != 1 or paths.dtype.kind != "U":
@@ -240,7 +239,7 @@ def load_results(results_dir: Path, labels: Labels = None,
         if not run_path.is_file():
             notes.append(f"{name}: predictions.npz without run.json; not ranked (re-run it)")
             continue
-        run = _read_run_json(run_path)
+        run = read_run_json(run_path)
         status = run.get("status")
         if status != "ok":
             reason = run.get("reason") or run.get("error") or ""
@@ -252,7 +251,7 @@ def load_results(results_dir: Path, labels: Labels = None,
         if isinstance(run.get("n_images"), int) and run["n_images"] != paths.shape[0]:
             raise RankError(f"{run_path}: n_images {run['n_images']} but predictions.npz holds {paths.shape[0]} "
                             "rows; re-run this model")
-        digest = str(_field(run, "data.digest", run_path))
+        digest = str(run_field(run, "data.digest", run_path))
         this = (name, digest, paths)
         if reference is None:
             reference = this
@@ -274,16 +273,16 @@ def _score(name: str, run_dir: Path, run: dict[str, Any], topk: np.ndarray, trut
     correct1, correct5 = truth.correct(topk)
     n = truth.n
     k1, k5 = int(correct1.sum()), int(correct5.sum())
-    weights = _field(run, "weights", where)
+    weights = run_field(run, "weights", where)
     ips = run.get("images_per_second")
     return ModelResult(
         run=name, run_dir=run_dir,
-        framework=str(_field(run, "framework", where)), framework_version=str(run.get("framework_version") or ""),
-        model=str(_field(run, "model", where)),
+        framework=str(run_field(run, "framework", where)), framework_version=str(run.get("framework_version") or ""),
+        model=str(run_field(run, "model", where)),
         weights=str(weights.get("kind", "?") if isinstance(weights, dict) else weights),
         n=n, acc1=k1 / n if n else 0.0, acc5=k5 / n if n else 0.0, ci1=wilson(k1, n), ci5=wilson(k5, n),
         images_per_second=float(ips) if isinstance(ips, (int, float)) and ips > 0 else None,
-        data_digest=str(_field(run, "data.digest", where)), device=str(run.get("device") or ""),
+        data_digest=str(run_field(run, "data.digest", where)), device=str(run.get("device") or ""),
         batch_size=run.get("batch_size"), precision=run_precision(run), correct1=correct1, correct5=correct5,
         labels=truth.kind, n_images=truth.n_images,
     )
@@ -355,7 +354,7 @@ def title(rows: list[RankRow]) -> str:
     return f"ImageNet ranking ({r.n if r else 0} images)"
 
 
-def _text_cells(row: RankRow) -> list[str]:
+def text_cells(row: RankRow) -> list[str]:
     r = row.result
     sig = "" if row.p_vs_next is None else (" *" if row.significant_vs_next else "")
     return [str(row.rank1), str(row.rank5), r.platform, r.model, r.weights, r.precision, str(r.n),
@@ -443,7 +442,7 @@ def _build_table(rows: list[RankRow], layout: str, model_width: int | None = Non
         else:
             table.add_column(names[i], justify="left" if text_col else "right", overflow="fold", no_wrap=not text_col)
     for row, platform in zip(rows, platforms):
-        cells = [Text(c) for c in _text_cells(row)]
+        cells = [Text(c) for c in text_cells(row)]
         cells[2] = Text(platform)
         if row.result.weights == "random":
             cells[4].stylize("bold red")
@@ -469,7 +468,7 @@ def format_markdown(rows: list[RankRow]) -> str:
     names = headers(rows)
     lines = ["| " + " | ".join(names) + " |",
              "|" + "|".join("---:" if h not in TEXT_HEADERS else "---" for h in HEADERS) + "|"]
-    lines += ["| " + " | ".join(md_escape(c) for c in _text_cells(row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_escape(c) for c in text_cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + caption(rows) + "\n"
 
 

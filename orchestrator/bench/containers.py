@@ -24,19 +24,20 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
+from zoobench_contract.backend import WEIGHTS_MOUNT
+from zoobench_contract.cli import EXIT_FAILED, EXIT_OOM, EXIT_USAGE, EXIT_WEIGHTS, PROGRESS_PREFIX
+
+from ..errors import EngineError
 from .mounts import Bind
 
-PROGRESS_PREFIX = "zoobench-progress "  # written by the contract CLI (zoobench_contract.cli)
-EXIT_CODES = {0: "ok", 1: "failed", 2: "bad input", 3: "out of memory", 4: "weights unavailable"}
+EXIT_CODES = {0: "ok", EXIT_FAILED: "failed", EXIT_USAGE: "bad input", EXIT_OOM: "out of memory",
+              EXIT_WEIGHTS: "weights unavailable"}
 IMAGE_UID = 1000  # the non-root user of every runner image (images/*/Dockerfile)
 PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a pool per core
 LABEL, LABEL_RESULTS, LABEL_RUN = "zoobench", "zoobench.results", "zoobench.run"
 LABEL_ROLE = "zoobench.role"  # "model" (predict run) or "pixel-cache" (predict cache)
 EXIT_CANCELLED = 130
-
-
-class EngineError(RuntimeError):
-    """The Docker engine is unreachable or refused a request; one actionable line."""
+EXIT_TIMEOUT = 124  # as timeout(1): the container ran past its job's timeout_s
 
 
 RUNTIMES = ("docker", "podman")
@@ -195,7 +196,7 @@ class ContainerResult:
 
 def _mounts(binds: list[Bind], out_dir: Path | None, weights_dir: Path, weights_writable: bool) -> list[Any]:
     mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=True) for b in binds]
-    mounts.append(docker.types.Mount("/weights", str(weights_dir.resolve()), type="bind",
+    mounts.append(docker.types.Mount(WEIGHTS_MOUNT, str(weights_dir.resolve()), type="bind",
                                      read_only=not weights_writable))
     if out_dir is not None:
         mounts.append(docker.types.Mount("/out", str(out_dir.resolve()), type="bind", read_only=False))
@@ -303,7 +304,7 @@ def predict_in_container(
         if code is None:
             with contextlib.suppress(DockerException):
                 container.kill()
-            code = EXIT_CANCELLED if cancelled else 124
+            code = EXIT_CANCELLED if cancelled else EXIT_TIMEOUT
         follower.join(timeout=10)
         oom = False
         if code == 137 and not (timed_out or cancelled):

@@ -23,6 +23,10 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from ..errors import ImageBuildError, ImageManifestError, first_line
+
+ERRORS = (ImageManifestError, ImageBuildError)  # this module's user errors (both ZoobenchError: exit code 2)
+
 BASE_RECIPE = "images/base/build.sh"
 BASE_REPO = "zoobench/base"
 BASE_SUITE = "bookworm"
@@ -37,17 +41,6 @@ REQUIRED_IMAGE_KEYS = {"framework", "dockerfile", "inputs", "variants"}
 VARIANT_KEYS = {"lock", "base_image", "python", "build_args"}
 BUILD_ARG_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 RESERVED_BUILD_ARGS = {"BASE_IMAGE", "FRAMEWORK", "PYTHON", "LOCK", "WHEELS_URL", "IMAGE_TAG"}
-
-
-class ImageManifestError(ValueError):
-    """manifests/images.yaml is missing or invalid, or names something that does not exist; one line."""
-
-
-class ImageBuildError(RuntimeError):
-    """An image (or its base, or its wheelhouse) failed to build; one line naming the full log."""
-
-
-ERRORS = (ImageManifestError, ImageBuildError)
 
 
 @dataclass(frozen=True)
@@ -558,7 +551,7 @@ def build(spec: ImageSpec, variant: str, root: Path, client: Any, on_log: Callab
         if not isinstance(exc, (DockerException, RequestException, OSError)):
             raise
         log(f"ERROR: {type(exc).__name__}: {exc}")
-        raise ImageBuildError(f"{failed}: {str(exc).splitlines()[0][:200]}; full log: {_shown(log_path)}") from None
+        raise ImageBuildError(f"{failed}: {first_line(exc)[:200]}; full log: {_shown(log_path)}") from None
     finally:
         log.close()
     if not image_exists(client, tag):

@@ -31,13 +31,18 @@ from typing import Any, Callable
 
 import yaml
 
-from . import containers, mounts
-from .bench import OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX, BenchError, Job, check_safe_name, predict_run_args
-from .manifests import MEMORY_PATTERN, Profile
+from zoobench_contract.backend import WEIGHTS_MOUNT
+from zoobench_contract.cli import EXIT_USAGE, EXIT_WEIGHTS
+
+from ..bench import containers, imagefacts, mounts
+from ..bench.containers import EXIT_TIMEOUT
+from ..bench.layout import OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX
+from ..bench.plan import Job, check_safe_name, predict_run_args
+from ..errors import BenchError
+from ..manifests import MEMORY_PATTERN, Profile
 
 CONTAINER = "predict"
 RESULTS_MOUNT = "/results"
-WEIGHTS_MOUNT = "/weights"  # the runner images' weights cache (TORCH_HOME, KERAS_HOME, MXNET_HOME below it)
 DATA_MOUNT = "/data"
 SHM_MOUNT = "/dev/shm"
 VARIANTS = ("cpu", "cuda")
@@ -45,7 +50,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 BACKOFF_LIMIT_PER_INDEX = 1
 # predict's exit codes that a second pod would meet again: bad input, weights unavailable, and the
 # script's per-model timeout (coreutils `timeout`: 124). They fail the index at once (no retry).
-NO_RETRY_EXIT_CODES = (2, 4, 124)
+NO_RETRY_EXIT_CODES = (EXIT_USAGE, EXIT_WEIGHTS, EXIT_TIMEOUT)
 KILL_AFTER_S = 30  # after the timeout's SIGTERM, SIGKILL
 MARKER = "# rendered by `zoobench k8s render`"
 README = "README.txt"
@@ -153,7 +158,6 @@ def parse_models_from(values: list[str] | None, images: list[str]) -> dict[str, 
 def served_offline(
     profile: Profile,
     tags: dict[str, str],
-    cached: Callable[[str], list[dict[str, Any]] | None],
     models_from: dict[str, Path],
     note: Callable[[str], None],
 ) -> Callable[[str], dict[str, dict[str, Any]]]:
@@ -163,7 +167,7 @@ def served_offline(
     profile that lists ``all`` models of an image needs a listing."""
 
     def served(image: str) -> dict[str, dict[str, Any]]:
-        listing = read_listing(models_from[image], image) if image in models_from else cached(tags[image])
+        listing = read_listing(models_from[image], image) if image in models_from else imagefacts.cached_listing(tags[image])
         if listing is not None:
             return {m["name"]: m for m in listing}
         wanted = profile.models[image]

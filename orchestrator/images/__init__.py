@@ -1,0 +1,2 @@
+"""The framework images: build (manifest, content-hash tags, registry-free builds), ensure (build
+one, live), store (export/load tars for nodes that cannot build), livestatus (the live build line)."""
