@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,19 +128,17 @@ def zoobench_containers() -> set[str]:
                               check=True).stdout.split())
 
 
-def temp_entries() -> set[str]:
-    """What lies in the temp folder, pytest's own folders aside."""
-    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if not p.name.startswith("pytest-of-")}
-
-
 @pytest.fixture(autouse=True)
-def nothing_left_behind(request):
-    """Every fault case: no volume, container or temp file left by zoobench afterwards."""
+def nothing_left_behind(request, tmp_path_factory, monkeypatch):
+    """Every fault case: no volume, container or temp file left by zoobench afterwards. The zoobench
+    processes of the case get a temp folder of their own (TMPDIR), so what is left there is theirs."""
     if "docker_client" not in request.fixturenames and "image_tags" not in request.fixturenames:
         request.getfixturevalue("docker_client")
-    before = (zoobench_volumes(), zoobench_containers(), temp_entries())
+    temp = tmp_path_factory.mktemp("tmpdir")
+    monkeypatch.setenv("TMPDIR", str(temp))
+    before = (zoobench_volumes(), zoobench_containers(), set())
     yield
-    after = (zoobench_volumes(), zoobench_containers(), temp_entries())
+    after = (zoobench_volumes(), zoobench_containers(), {p.name for p in temp.iterdir()})
     left = {what: sorted(a - b) for what, b, a in zip(("volumes", "containers", "temp files"), before, after) if a - b}
     assert not left, f"left behind: {left}"
 
@@ -312,11 +309,11 @@ def test_symlinks_out_of_the_data_folder(image_tags, photos, tmp_path, fault_cas
         os.symlink(src, dest)  # absolute links to files outside the data folder
     runs = {}
     for name, data in (("copied", photos), ("linked", linked)):
-        proc = zoobench(*LITE0, "--data", str(data), "--results", str(tmp_path / name))
+        proc = zoobench(*LITE0, "--data", str(data), "--results", str(tmp_path / f"results-{name}"))
         assert proc.returncode == 0, proc.stderr
-        runs[name] = json.loads((tmp_path / name / "pytorch-efficientnet_lite0" / "run.json").read_text())
+        runs[name] = json.loads((tmp_path / f"results-{name}" / "pytorch-efficientnet_lite0" / "run.json").read_text())
     assert runs["linked"]["data"]["digest"] == runs["copied"]["data"]["digest"]  # the real files are hashed
-    npz = {n: (tmp_path / n / "pytorch-efficientnet_lite0" / "predictions.npz") for n in runs}
+    npz = {n: (tmp_path / f"results-{n}" / "pytorch-efficientnet_lite0" / "predictions.npz") for n in runs}
     import numpy as np
     with np.load(npz["copied"]) as a, np.load(npz["linked"]) as b:
         assert np.array_equal(a["topk_indices"], b["topk_indices"])

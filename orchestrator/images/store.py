@@ -210,7 +210,10 @@ def load(client: Any, path: Path, tag: str | None = None) -> list[str]:
     except DockerException as exc:  # ImageLoadError, APIError...
         raise ImageStoreError(f"{path}: docker load failed ({_why(exc)}); delete it and export the image again") \
             from None
-    image = next((i for i in loaded if expected in i.tags), None)
+    try:  # looked up by name: Podman reports what it loaded as localhost/NAME, the engine resolves NAME
+        image = client.images.get(expected)
+    except DockerException:
+        image = None
     if image is None or image.id not in held.ids:
         got = f"image {image.id[:19]}..." if image is not None else "no image tagged so"
         raise ImageStoreError(f"{path}: docker load gave {got}, not {expected} with the id its manifest names; "
