@@ -1,4 +1,5 @@
-"""Model settings and bench profiles, read from YAML and validated with pydantic.
+"""Model settings and bench profiles, read from YAML and validated with pydantic (``validate``, also
+used for images.yaml by ``images.manifest``).
 
 Every error names the file, the field and the fix, on one line.
 """
@@ -125,26 +126,27 @@ class ProfilesManifest(Strict):
     profiles: dict[str, Profile]
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(path: Path, error: type[Exception]) -> Any:
     if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found; restore it from git or pass --manifests DIR")
+        raise error(f"{path}: manifest not found; restore it from git or pass --manifests DIR")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ManifestError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise error(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
 
 
-def validate(path: Path, schema: type[BaseModel]) -> Any:
-    raw = _load_yaml(path)
+def validate(path: Path, schema: type[BaseModel], error: type[Exception] = ManifestError) -> Any:
+    """``path``'s YAML as ``schema``; any problem is one ``error`` line naming the file and the field."""
+    raw = _load_yaml(path, error)
     try:
         return schema.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ManifestError(f"{path}: field {field}: {err['msg']}{more}; see the comments at the top of the file") from None
+        raise error(f"{path}: field {field}: {err['msg']}{more}; see the comments at the top of the file") from None
 
 
 def load_models(manifest_dir: Path = MANIFEST_DIR) -> ModelsManifest:

@@ -57,7 +57,7 @@ class FakeImage:
 
 
 class FakeImages:
-    """``client.images``: ``built`` by tag; ``load`` gives ``loads`` (or raises ``load_error``)."""
+    """``client.images``: ``built`` by tag; ``load`` gives ``loads`` and adds them (or raises ``load_error``)."""
 
     def __init__(self, built: list[FakeImage] = (), loads: list[FakeImage] = (), load_error: Exception | None = None):
         self.built, self.loads, self.load_error = {i.tags[0]: i for i in built}, list(loads), load_error
@@ -72,6 +72,7 @@ class FakeImages:
         self.loaded.append(Path(f.name).name)
         if self.load_error is not None:
             raise self.load_error
+        self.built.update({i.tags[0]: i for i in self.loads})  # the engine now has what it loaded
         return self.loads
 
 

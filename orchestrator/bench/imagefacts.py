@@ -16,13 +16,14 @@ from zoobench_contract.outputs import write_json
 
 from ..errors import BenchError
 from ..images import build as images
+from ..images import manifest as image_manifest
 from ..paths import MANIFEST_DIR, MODELS_CACHE, ROOT
 from . import containers
 
 
 def image_tags(manifest_dir: Path = MANIFEST_DIR, variant: str = "cpu") -> dict[str, str]:
     """image name -> its content-hash tag for ``variant``, from ``manifest_dir/images.yaml``."""
-    specs = images.load_manifest(manifest_dir / "images.yaml")
+    specs = image_manifest.load_manifest(manifest_dir / "images.yaml")
     return {name: images.image_tag(spec, variant, ROOT) for name, spec in specs.items()}
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from ..bench import containers, imagefacts
 from ..errors import BenchError
 from ..images import build as images
+from ..images import manifest as image_manifest
 from ..images import store
 from ..images.ensure import ensure_built
 from ..paths import ROOT
@@ -48,7 +49,7 @@ def images_build(
 ) -> None:
     """Build images whose content hash changed (an unchanged image is never rebuilt)."""
     client = containers.connect()
-    specs = images.load_manifest(manifests / "images.yaml")
+    specs = image_manifest.load_manifest(manifests / "images.yaml")
     for name in names or sorted(specs):
         images_build_one(client, name, variant, manifests)
 
@@ -85,7 +86,7 @@ def images_load(folder: Path = typer.Argument(..., help="a folder written by `zo
 def images_list(variant: str = typer.Option("cpu", "--variant"), manifests: Path = options.Manifests) -> None:
     """Show each image's content-hash tag and whether it is built."""
     client = containers.connect()
-    specs = images.load_manifest(manifests / "images.yaml")
+    specs = image_manifest.load_manifest(manifests / "images.yaml")
     table = Table()
     for col in ("image", "variant", "tag", "built"):
         table.add_column(col)

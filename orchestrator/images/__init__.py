@@ -1,2 +1,2 @@
-"""The framework images: build (manifest, content-hash tags, registry-free builds), ensure (build
+"""The framework images: manifest (images.yaml), build (content-hash tags, registry-free builds), ensure (build
 one, live), store (export/load tars for nodes that cannot build), livestatus (the live build line)."""

@@ -9,11 +9,12 @@ from rich.console import Console
 from ..errors import BenchError
 from ..paths import ROOT
 from . import build as images
+from . import manifest as image_manifest
 
 
 def ensure_built(client: Any, name: str, variant: str, manifests: Path, console: Console, root: Path = ROOT) -> str:
     """The tag of image ``name`` for ``variant``, built first when it is not (an unchanged image never is)."""
-    specs = images.load_manifest(manifests / "images.yaml")
+    specs = image_manifest.load_manifest(manifests / "images.yaml")
     if name not in specs:
         raise BenchError(f"unknown image {name!r}; manifests/images.yaml defines {', '.join(sorted(specs))}")
     tag = images.image_tag(specs[name], variant, root)
