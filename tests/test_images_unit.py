@@ -11,6 +11,7 @@ import yaml
 
 from orchestrator.images import build as images
 from orchestrator.images import manifest as image_manifest
+from orchestrator.images import wheelhouse
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG_RE = re.compile(r"^zoobench/pytorch:(cpu|cuda)-[0-9a-f]{12}$")
@@ -258,15 +259,15 @@ def test_lock_for_python_keeps_only_matching_markers():
         "six==1.17.0 \\\n    --hash=sha256:dd  # from requirements.in\n"
     )
     for python, numpy in (("3.11", "numpy==2.4.6"), ("3.12", "numpy==2.5.5")):
-        lines = images.lock_for_python(lock, python).splitlines()
+        lines = wheelhouse.lock_for_python(lock, python).splitlines()
         assert [line.split()[0] for line in lines] == [numpy, "six==1.17.0"]
         assert all(";" not in line and "#" not in line for line in lines)
-    assert "--hash=sha256:aa --hash=sha256:bb" in images.lock_for_python(lock, "3.11")
+    assert "--hash=sha256:aa --hash=sha256:bb" in wheelhouse.lock_for_python(lock, "3.11")
 
 
 def test_wheel_server_serves_the_folder_on_loopback(tmp_path):
     (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(b"wheel bytes")
-    with images.WheelServer(tmp_path) as server:
+    with wheelhouse.WheelServer(tmp_path) as server:
         assert server.url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(server.url + "pkg-1.0-py3-none-any.whl", timeout=10) as resp:
             assert resp.read() == b"wheel bytes"
@@ -392,7 +393,7 @@ def test_each_lock_pins_its_inputs_with_hashes_for_the_variants_python(image, va
     the variant's Python has hashes."""
     var = image_manifest.load_manifest(ROOT / "manifests/images.yaml")[image].variant(variant)
     lock = (ROOT / var.lock).read_text()
-    wanted = images.lock_for_python(lock, var.python)
+    wanted = wheelhouse.lock_for_python(lock, var.python)
     entries = wanted.splitlines()
     assert entries and all("--hash=sha256:" in e for e in entries), var.lock
     pins = _pins(wanted)

@@ -23,7 +23,8 @@ from rich.console import Console
 from conftest import IN_CI, one_line_error, require, zoobench
 from orchestrator.results.architectures import ArchitecturesManifest, load_architectures
 from orchestrator.results.htmlreport import HTML_FILE, THUMB_PX, write_html_report
-from orchestrator.results.ranking import pct, run_rank
+from orchestrator.results.ranking import run_rank
+from orchestrator.results.tables import pct
 from test_northcutt import convert
 from zoobench_contract.imagenet import class_names, wnids
 

@@ -15,7 +15,7 @@ from zoobench_contract.cli import PRECISIONS
 from zoobench_contract.preprocessing import Preprocessing
 
 from ..errors import BenchError
-from ..manifests import ModelsManifest, Profile
+from ..manifests import ModelList, ModelsManifest, Profile
 from .layout import OUT_MOUNT, PIXELS_MOUNT
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # whole name: fullmatch
@@ -114,6 +114,20 @@ class PlanOptions:
                          weights=self.weights, limit=self.limit, precision=self.precision)
 
 
+def _image_models(image: str, wanted: ModelList, available: dict[str, dict[str, Any]]) -> list[str]:
+    """The models a profile wants of ``image`` ("all": every one it serves), each checked against its
+    ``predict list``; the image name checked as a file name."""
+    names = list(available) if wanted == "all" else list(wanted)
+    unknown = [m for m in names if m not in available]
+    if unknown:
+        raise BenchError(
+            f"unknown model(s) {', '.join(unknown)} for image {image}; `zoobench models {image}` lists "
+            f"the {len(available)} it serves"
+        )
+    check_safe_name(image, "image")
+    return names
+
+
 def plan_jobs(
     profile: Profile,
     models_manifest: ModelsManifest,
@@ -134,15 +148,7 @@ def plan_jobs(
         if image not in tags:
             raise BenchError(f"profile names image {image!r}, which manifests/images.yaml does not define")
         available = served(image)
-        names = list(available) if wanted == "all" else list(wanted)
-        unknown = [m for m in names if m not in available]
-        if unknown:
-            raise BenchError(
-                f"unknown model(s) {', '.join(unknown)} for image {image}; `zoobench models {image}` lists "
-                f"the {len(available)} it serves"
-            )
-        check_safe_name(image, "image")
-        for model in names:
+        for model in _image_models(image, wanted, available):
             check_safe_name(model, f"{image} model")
             if only:
                 hits = {o for o in only if o in (model, f"{image}/{model}")}

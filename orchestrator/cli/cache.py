@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..bench import pixelcache
+from ..bench import cachestore, pixelcache
 from ..errors import BenchError, NotACache
 from . import options
 from .output import console, out
@@ -25,7 +25,7 @@ def cache_list(
     """Show every pixel cache: key, pixel config, Pillow version, images, size, state (a folder that is
     not a cache zoobench made is listed as foreign: `cache clear` never removes it)."""
     root = cache_dir or pixelcache.cache_root()
-    entries = pixelcache.list_caches(root)
+    entries = cachestore.list_caches(root)
     if as_json:
         out.print_json(json.dumps([{**{k: v for k, v in vars(e).items() if k != "path"}, "path": str(e.path)}
                                    for e in entries]))
@@ -62,7 +62,7 @@ def cache_clear(
     if keys and everything:
         raise BenchError("zoobench cache clear: give KEY(s) or --all, not both")
     try:
-        done = pixelcache.clear(root, keys or [], everything, dry_run=dry_run)
+        done = cachestore.clear(root, keys or [], everything, dry_run=dry_run)
     except KeyError as exc:
         raise BenchError(f"no pixel cache {exc.args[0]} in {root}; `zoobench cache list` shows the keys") from None
     except NotACache as exc:

@@ -44,27 +44,27 @@ def k8s_render(
     manifests: Path = options.Manifests,
 ) -> None:
     """Write one batch/v1 Indexed Job per image of a profile (one completion index per model) and a README."""
-    from ..engines import k8s
+    from ..engines import k8s, k8s_inputs
 
     target = k8s.Target(
         profile=profile,
-        data_claim=k8s.check_name(data_claim, "--data-claim"),
-        results_claim=k8s.check_name(results_claim, "--results-claim"),
-        weights_claim=k8s.check_name(weights_claim, "--weights-claim") if weights_claim is not None else None,
-        variant=k8s.check_variant(variant or ("cuda" if gpus else "cpu")),
+        data_claim=k8s_inputs.check_name(data_claim, "--data-claim"),
+        results_claim=k8s_inputs.check_name(results_claim, "--results-claim"),
+        weights_claim=k8s_inputs.check_name(weights_claim, "--weights-claim") if weights_claim is not None else None,
+        variant=k8s_inputs.check_variant(variant or ("cuda" if gpus else "cpu")),
         parallelism=gpus or 1,
-        namespace=k8s.check_name(namespace, "--namespace", label=True) if namespace is not None else None,
-        registry=k8s.check_registry(image_registry),
-        data_path=k8s.check_data_path(data_path),
+        namespace=k8s_inputs.check_name(namespace, "--namespace", label=True) if namespace is not None else None,
+        registry=k8s_inputs.check_registry(image_registry),
+        data_path=k8s_inputs.check_data_path(data_path),
     )
-    k8s.check_weights(weights)
+    k8s_inputs.check_weights(weights)
     if precision is not None:
         check_precision(precision)
     prof = get_profile(profile, manifests)
     models_manifest = load_models(manifests)
     tags = image_tags(manifests, target.variant)
     note = lambda m: console.print(f"note: {m}", highlight=False, soft_wrap=True)  # noqa: E731
-    served = k8s.served_offline(prof, tags, k8s.parse_models_from(models_from, list(prof.models)), note)
+    served = k8s_inputs.served_offline(prof, tags, k8s_inputs.parse_models_from(models_from, list(prof.models)), note)
     plan = PlanOptions(only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision)
     jobs = plan.plan(prof, models_manifest, tags, served)
     if not jobs:

@@ -57,7 +57,7 @@ def run(
 ) -> None:
     """Run a bench profile: one container per model (on this host or as a Slurm array), then print the ranking."""
     from ..results.labels import parse_labels
-    from ..results.ranking import FORMATS
+    from ..results.tables import FORMATS
 
     # Everything that can be checked is checked before the first container (or build) starts.
     if fmt not in FORMATS:

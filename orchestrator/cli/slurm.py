@@ -10,6 +10,7 @@ import typer
 from ..bench import containers
 from ..bench.layout import published_runs
 from ..engines import slurm
+from ..engines.slurm_task import run_task
 from ..errors import BenchError, EngineError
 from . import options
 from .output import console
@@ -40,6 +41,6 @@ def slurm_task(plan_file: Path = typer.Argument(..., help="the plan.json of a su
     index_text = os.environ.get("SLURM_ARRAY_TASK_ID", "")
     if not index_text.isdigit():
         raise BenchError("`zoobench slurm task` runs inside a Slurm array task (SLURM_ARRAY_TASK_ID is not set)")
-    outcome = slurm.run_task(plan_file, int(index_text), console)
+    outcome = run_task(plan_file, int(index_text), console)
     if outcome.status not in ("ok", "reused", "skipped"):
         raise typer.Exit(1)

@@ -7,9 +7,7 @@ legacy builder runs with host networking; the ``offline`` base comes from ``imag
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import os
 import re
 import subprocess
@@ -22,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import ImageBuildError, ImageManifestError, first_line
 from .manifest import ImageSpec
+from .wheelhouse import WheelServer, lock_for_python, pip_target_args
 
 ERRORS = (ImageManifestError, ImageBuildError)  # this module's user errors (both ZoobenchError: exit code 2)
 
@@ -224,47 +223,6 @@ def ensure_base(root: Path, client: Any, on_log: Callable[[str], None], on_step:
     return tag
 
 
-def lock_for_python(text: str, python: str) -> str:
-    """The lock's entries whose environment markers hold for CPython ``python`` on Linux x86_64.
-
-    pip evaluates requirement-file markers against the interpreter running it, not against
-    ``--python-version``, so a lock resolved for several Pythons is filtered here first.
-    """
-    try:
-        from packaging.markers import Marker
-    except ImportError:  # pragma: no cover - packaging comes with matplotlib; pip vendors it anyway
-        from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
-
-    env = {"python_version": python, "python_full_version": f"{python}.0", "implementation_name": "cpython",
-           "platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux",
-           "platform_machine": "x86_64", "os_name": "posix"}
-    kept: list[str] = []
-    for entry in text.replace("\\\n", " ").splitlines():
-        requirement = entry.split(" #", 1)[0].strip()
-        if not requirement or requirement.startswith("#"):
-            continue
-        if ";" in requirement.split("--hash", 1)[0]:
-            head, rest = requirement.split(";", 1)
-            marker, _, hashes = rest.partition("--hash")
-            if not Marker(marker.strip()).evaluate(env):
-                continue
-            requirement = f"{head.strip()} --hash{hashes}"
-        kept.append(" ".join(requirement.split()))
-    return "\n".join(kept) + "\n"
-
-
-def _pip_target_args(python: str) -> list[str]:
-    """Download wheels for the image's CPython on manylinux x86_64, whatever Python runs this."""
-    abi = "cp" + python.replace(".", "")
-    glibc_minor = 36  # Debian 12; older manylinux tags are compatible
-    platforms = [f"manylinux_2_{m}_x86_64" for m in range(glibc_minor, 16, -1)]
-    platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
-    args = ["--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]
-    for plat in platforms:
-        args += ["--platform", plat]
-    return args
-
-
 def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callable[[str], None],
                       on_step: StepHook = _no_step) -> Path:
     """Every wheel of the variant's lock in .cache/wheelhouse/NAME-VARIANT (skipped when complete).
@@ -290,7 +248,7 @@ def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callabl
     on_step(f"wheelhouse: downloading {count} wheel{'s' if count != 1 else ''}", log_path)
     log = _BuildLog(log_path, on_log)
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--require-hashes", "--no-deps",
-           "--only-binary", ":all:", *_pip_target_args(var.python), "-r", str(target_lock), "-d", str(house)]
+           "--only-binary", ":all:", *pip_target_args(var.python), "-r", str(target_lock), "-d", str(house)]
     try:
         start = time.monotonic()
         code, _ = _run_logged(cmd, log, root)
@@ -304,30 +262,6 @@ def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callabl
     tmp.write_text(digest + "\n")
     os.replace(tmp, stamp)
     return house
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
-        pass
-
-
-class WheelServer:
-    """Serve a folder over HTTP on 127.0.0.1 (a free port) in a background thread."""
-
-    def __init__(self, folder: Path):
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "WheelServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
 
 
 CAUSE_RE = re.compile(r"^(ERROR:|E: |AssertionError|error:)")

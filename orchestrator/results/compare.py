@@ -25,8 +25,10 @@ from zoobench_contract.outputs import PREDICTIONS_FILE, RUN_FILE
 from ..errors import RankError
 from .architectures import ArchitecturesManifest
 from .labels import Labels, truth_for
-from .ranking import ALPHA, find_runs, fmt_p, read_predictions, read_run_json, run_field, run_name, run_precision
+from .ranking import find_runs, read_predictions, read_run_json, run_field, run_name, run_precision
+from .records import ALPHA
 from .stats import mcnemar_exact
+from .tables import fmt_p
 
 FORMATS = ("table", "json")
 N_DISAGREEMENTS = 20

@@ -25,7 +25,8 @@ from ..errors import RankError
 from .architectures import ArchitecturesManifest
 from .compare import AgreementMatrix, Comparison, agreement_matrices, compare_runs, load_run
 from .labels import Labels
-from .ranking import HEADERS, RankRow, caption, headers, is_real, text_cells, title
+from .records import RankRow
+from .tables import HEADERS, caption, headers, is_real, text_cells, title
 
 HTML_FILE = "report.html"
 THUMB_PX = 128  # longest side of a gallery thumbnail

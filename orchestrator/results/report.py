@@ -1,6 +1,6 @@
 """Write a ranking as results.md and a plot of Acc@1 against throughput (acc_vs_speed.png).
 
-Every name or value from a run's files is escaped in results.md (:func:`~orchestrator.results.ranking.md_escape`):
+Every name or value from a run's files is escaped in results.md (:func:`~orchestrator.results.tables.md_escape`):
 a model named ``x|<b>`` is shown as text, never as markup."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 from zoobench_contract.outputs import atomic_write
 
 from ..errors import BenchError
-from .ranking import RankRow, format_markdown, is_real, md_escape
+from .records import RankRow
+from .tables import format_markdown, is_real, md_escape
 
 MARKERS = "os^Dv<>PX*hp"
 
