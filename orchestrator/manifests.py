@@ -1,4 +1,5 @@
-"""Model settings and bench profiles, read from YAML and validated with pydantic.
+"""Model settings and bench profiles, read from YAML and validated with pydantic (``validate``, also
+used for images.yaml by ``images.manifest``).
 
 Every error names the file, the field and the fix, on one line.
 """
@@ -10,21 +11,20 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MANIFEST_DIR = Path(__file__).resolve().parents[1] / "manifests"
+from zoobench_contract.cli import PRECISIONS
+
+from .errors import ManifestError
+from .paths import MANIFEST_DIR
 
 
-class ManifestError(ValueError):
-    """A manifest is missing, unparsable or invalid; the message is one actionable line."""
-
-
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 MEMORY_PATTERN = r"^[1-9][0-9]*[bkmgBKMG]?$"  # docker's syntax: 512m, 8g
 
 
-class PreprocessingOverride(_Strict):
+class PreprocessingOverride(Strict):
     """The fields of the contract's Preprocessing a manifest may override, each typed."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -54,7 +54,7 @@ class PreprocessingOverride(_Strict):
         return self
 
 
-class ModelSettings(_Strict):
+class ModelSettings(Strict):
     """Per (image, model) settings; every field optional."""
 
     preprocessing: PreprocessingOverride = Field(default_factory=PreprocessingOverride)
@@ -69,13 +69,13 @@ class ModelSettings(_Strict):
         return self.preprocessing.model_dump(mode="json", exclude_none=True)
 
 
-class Defaults(_Strict):
+class Defaults(Strict):
     batch_size: int = Field(default=32, ge=1)
     timeout_s: int = Field(default=3600, ge=1)
     memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
 
 
-class ModelsManifest(_Strict):
+class ModelsManifest(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
@@ -92,11 +92,10 @@ class ModelsManifest(_Strict):
 
 
 ModelList = Union[Literal["all"], list[str]]
-PRECISIONS = ("fp32", "tf32", "bf16")  # what `predict run --precision` takes; fp32 is deterministic
 Precision = Literal["fp32", "tf32", "bf16"]
 
 
-class Profile(_Strict):
+class Profile(Strict):
     description: str = ""
     data: Literal["sample", "required"] = "required"
     weights: Union[str, dict[str, str]] = "imagenet"
@@ -123,38 +122,39 @@ class Profile(_Strict):
         return self.precision.get(image, "fp32")
 
 
-class ProfilesManifest(_Strict):
+class ProfilesManifest(Strict):
     profiles: dict[str, Profile]
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(path: Path, error: type[Exception]) -> Any:
     if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found; restore it from git or pass --manifests DIR")
+        raise error(f"{path}: manifest not found; restore it from git or pass --manifests DIR")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ManifestError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise error(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
 
 
-def _validate(path: Path, schema: type[BaseModel]) -> Any:
-    raw = _load_yaml(path)
+def validate(path: Path, schema: type[BaseModel], error: type[Exception] = ManifestError) -> Any:
+    """``path``'s YAML as ``schema``; any problem is one ``error`` line naming the file and the field."""
+    raw = _load_yaml(path, error)
     try:
         return schema.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ManifestError(f"{path}: field {field}: {err['msg']}{more}; see the comments at the top of the file") from None
+        raise error(f"{path}: field {field}: {err['msg']}{more}; see the comments at the top of the file") from None
 
 
 def load_models(manifest_dir: Path = MANIFEST_DIR) -> ModelsManifest:
-    return _validate(manifest_dir / "models.yaml", ModelsManifest)
+    return validate(manifest_dir / "models.yaml", ModelsManifest)
 
 
 def load_profiles(manifest_dir: Path = MANIFEST_DIR) -> ProfilesManifest:
-    return _validate(manifest_dir / "profiles.yaml", ProfilesManifest)
+    return validate(manifest_dir / "profiles.yaml", ProfilesManifest)
 
 
 def get_profile(name: str, manifest_dir: Path = MANIFEST_DIR) -> Profile:

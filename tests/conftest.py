@@ -87,10 +87,11 @@ def docker_client():
 @pytest.fixture(scope="session")
 def image_tags(docker_client) -> dict[str, str]:
     """Build (or reuse, by content hash) every CPU image through the real CLI; name -> tag."""
-    from orchestrator import images
+    from orchestrator.images import build as images
+    from orchestrator.images import manifest as image_manifest
 
     zoobench("images", "build", "--variant", "cpu", check=True, timeout=3000)
-    specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
+    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
     return {name: images.image_tag(spec, "cpu", ROOT) for name, spec in specs.items()}
 
 

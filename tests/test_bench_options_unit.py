@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, zoobench
-from orchestrator.bench import Bench, BenchError, DataMount, Job, finished, lane_plan, plan_jobs, publish
+from orchestrator.errors import BenchError
+from orchestrator.bench.plan import Job, lane_plan, plan_jobs
+from orchestrator.bench.runner import Bench, DataMount, finished, publish
 from orchestrator.manifests import ManifestError, Profile, load_models, load_profiles
-from orchestrator.pixelcache import PixelConfig
+from orchestrator.bench.pixelcache import PixelConfig
 from zoobench_contract.outputs import write_json, write_predictions
 
 SERVED = {"m1": {"preprocessing": {}}, "m2": {"preprocessing": {}}}
@@ -93,7 +95,7 @@ def test_predict_run_arguments_carry_precision_and_pixels():
 
 
 def test_a_weights_variant_brings_its_own_preprocessing():
-    from orchestrator.bench import variant_preprocessing
+    from orchestrator.bench.plan import variant_preprocessing
 
     listing = {"preprocessing": {"resize_size": 232, "crop_size": 224},
                "weights_variants": {"IMAGENET1K_V1": {"resize_size": 256, "crop_size": 224}}}

@@ -12,12 +12,12 @@ import pytest
 from rich.console import Console
 
 from conftest import one_line_error, zoobench
-from orchestrator.architectures import ArchitecturesManifest, load_architectures
-from orchestrator.compare import agreement_matrices, compare_runs, load_run, one_run, run_compare
-from orchestrator.labels import REAL
+from orchestrator.results.architectures import ArchitecturesManifest, load_architectures
+from orchestrator.results.compare import agreement_matrices, compare_runs, load_run, one_run, run_compare
+from orchestrator.results.labels import REAL
 from orchestrator.manifests import ManifestError
-from orchestrator.ranking import RankError
-from orchestrator.stats import mcnemar_exact
+from orchestrator.results.ranking import RankError
+from orchestrator.results.stats import mcnemar_exact
 from test_northcutt import convert, source_files
 from zoobench_contract.imagenet import class_names, wnids
 

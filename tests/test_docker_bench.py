@@ -184,10 +184,10 @@ def test_pixel_cache_predictions_are_byte_identical_and_the_cache_is_reused(imag
     """smoke twice, with the pixel cache and without: the same bytes; the expected caches, then reused."""
     from collections import defaultdict
 
-    from orchestrator.bench import plan_jobs
-    from orchestrator.cli import pillow_version, served_models
+    from orchestrator.bench.plan import plan_jobs
+    from orchestrator.bench.imagefacts import pillow_version, served_models
     from orchestrator.manifests import get_profile, load_models
-    from orchestrator.pixelcache import cache_key
+    from orchestrator.bench.pixelcache import cache_key
 
     pixels = tmp_path / "pixels"
     env = {"ZOOBENCH_PIXEL_CACHE": str(pixels)}

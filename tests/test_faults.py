@@ -478,7 +478,7 @@ def test_a_fifo_in_the_data_folder_never_hangs(tmp_path, photos, fault_case):
 
 
 def test_predict_list_and_info_leave_no_volume(image_tags, fault_case):
-    from orchestrator import cli
+    from orchestrator.bench import imagefacts as cli
 
     tag = image_tags["pytorch"]
     for command in ("list", "info"):
@@ -493,13 +493,14 @@ def test_predict_list_and_info_leave_no_volume(image_tags, fault_case):
 
 
 def test_a_bench_of_only_missing_weights_fails_before_any_container(image_tags, sample_dir, tmp_path, fault_case):
-    from orchestrator import cli
+    from orchestrator.bench import imagefacts as cli
+    from orchestrator.paths import WEIGHTS_CACHE
 
     results = tmp_path / "results"
     zoobench("models", "pytorch", check=True)  # caches the image's `predict list`
     listing = cli.cached_listing(image_tags["pytorch"])
     wanted = next(m for m in listing if m["name"] == "resnet18")["weights_files"]["imagenet:IMAGENET1K_V1"]
-    require(not (cli.CACHE / "weights" / wanted).exists(), f"{wanted} is in the weights cache of this host")
+    require(not (WEIGHTS_CACHE / wanted).exists(), f"{wanted} is in the weights cache of this host")
     proc = zoobench("run", "--profile", "seed", "--data", str(sample_dir), "--results", str(results),
                     "--model", "pytorch/resnet18", "--model", "pytorch/resnet34")
     assert proc.returncode == 1, proc.stderr

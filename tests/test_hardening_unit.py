@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator import datascan, mounts, runlock
-from orchestrator.bench import BenchError, Job, check_preprocessing, finished, plan_jobs, publish
+from orchestrator.bench import datascan, mounts, runlock
+from orchestrator.errors import BenchError
+from orchestrator.bench.plan import Job, check_preprocessing, plan_jobs
+from orchestrator.bench.runner import finished, publish
 from orchestrator.manifests import ManifestError, Profile, load_models
-from orchestrator.ranking import RankError, load_results
+from orchestrator.results.ranking import RankError, load_results
 from zoobench_contract.outputs import write_json, write_predictions
 
 
@@ -47,7 +49,7 @@ def test_second_run_on_a_folder_is_refused_with_the_holder(tmp_path):
 
 def test_lock_of_a_killed_process_is_taken_over_with_a_note(tmp_path):
     code = ("import os, sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path; "
-            "from orchestrator.runlock import ResultsLock; ResultsLock(Path(sys.argv[1])).acquire(); os._exit(9)")
+            "from orchestrator.bench.runlock import ResultsLock; ResultsLock(Path(sys.argv[1])).acquire(); os._exit(9)")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(Path(__file__).parents[1])])
     assert proc.returncode == 9
     record = json.loads((tmp_path / runlock.LOCK_FILE).read_text())

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import images
+from orchestrator.images import build as images
+from orchestrator.images import manifest as image_manifest
+from orchestrator.images import wheelhouse
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG_RE = re.compile(r"^zoobench/pytorch:(cpu|cuda)-[0-9a-f]{12}$")
@@ -35,8 +37,8 @@ def repo(tmp_path) -> Path:
     return copy_repo(tmp_path / "repo")
 
 
-def spec(root: Path, name: str = "pytorch") -> images.ImageSpec:
-    return images.load_manifest(root / "manifests" / "images.yaml")[name]
+def spec(root: Path, name: str = "pytorch") -> image_manifest.ImageSpec:
+    return image_manifest.load_manifest(root / "manifests" / "images.yaml")[name]
 
 
 def tag(root: Path, variant: str = "cpu") -> str:
@@ -44,7 +46,7 @@ def tag(root: Path, variant: str = "cpu") -> str:
 
 
 def test_real_manifest_declares_three_frameworks_and_variants():
-    specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
+    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
     assert set(specs) >= {"pytorch", "keras", "mxnet"}
     for name, s in specs.items():
         assert s.framework == name
@@ -205,29 +207,30 @@ def with_change(path: list[str], value) -> dict:
 
 
 @pytest.mark.parametrize("doc, expected", [
-    (with_change(["dockerfile"], KeyError), ["images.pytorch.dockerfile", "missing"]),
-    (with_change(["colour"], "red"), ["images.pytorch.colour", "unknown field", "allowed"]),
+    (with_change(["dockerfile"], KeyError), ["images.pytorch.dockerfile", "Field required"]),
+    (with_change(["colour"], "red"), ["images.pytorch.colour", "Extra inputs are not permitted"]),
     (with_change(["inputs"], []), ["images.pytorch.inputs", "non-empty list"]),
-    (with_change(["inputs"], ["../outside"]), ["images.pytorch.inputs[0]", "not inside the repository"]),
+    (with_change(["inputs"], ["../outside"]), ["images.pytorch.inputs.0", "not inside the repository"]),
     (with_change(["variants"], {}), ["images.pytorch.variants", "at least cpu"]),
-    (with_change(["variants", "cpu", "lock"], KeyError), ["images.pytorch.variants.cpu.lock", "missing"]),
-    (with_change(["variants", "cpu", "base_image"], KeyError), ["variants.cpu.base_image", "offline, default"]),
+    (with_change(["variants", "cpu", "lock"], KeyError), ["images.pytorch.variants.cpu.lock", "Field required"]),
+    (with_change(["variants", "cpu", "base_image"], KeyError), ["variants.cpu.base_image", "Field required"]),
+    (with_change(["variants", "cpu", "base_image"], "a b"), ["variants.cpu.base_image", "offline, default"]),
     (with_change(["variants", "cpu", "python"], 3.1), ["variants.cpu.python", "quoted"]),
-    (with_change(["variants", "cpu", "pull"], True), ["variants.cpu.pull", "unknown field"]),
-    (with_change(["variants"], {"gpu:1": {"lock": "x", "base_image": "default"}}), ["variants.gpu:1", "Docker tag"]),
-    (with_change(["build_args"], {"LOCK": "x"}), ["images.pytorch.build_args.LOCK", "set by zoobench"]),
-    (with_change(["build_args"], {"extra": "x"}), ["images.pytorch.build_args.extra", "ARG name"]),
+    (with_change(["variants", "cpu", "pull"], True), ["variants.cpu.pull", "Extra inputs are not permitted"]),
+    (with_change(["variants"], {"gpu:1": {"lock": "x", "base_image": "default"}}), ["images.pytorch.variants", "'gpu:1'", "Docker tag"]),
+    (with_change(["build_args"], {"LOCK": "x"}), ["images.pytorch.build_args", "LOCK is set by zoobench"]),
+    (with_change(["build_args"], {"extra": "x"}), ["images.pytorch.build_args", "'extra' is not a Dockerfile ARG name"]),
     (with_change(["variants", "cpu", "build_args"], ["X"]), ["variants.cpu.build_args", "mapping"]),
-    ({"images": {"PyTorch": GOOD}}, ["images.PyTorch", "lower-case"]),
+    ({"images": {"PyTorch": GOOD}}, ["images", "'PyTorch'", "lower-case"]),
     ({"images": {}}, ["images", "missing or empty"]),
-    ({"imgs": {"pytorch": GOOD}}, ["images", "missing or empty"]),
-    ({"images": {"pytorch": GOOD}, "extra": 1}, ["extra", "unknown top-level field"]),
+    ({"imgs": {"pytorch": GOOD}}, ["images", "Field required"]),
+    ({"images": {"pytorch": GOOD}, "extra": 1}, ["field extra", "Extra inputs are not permitted"]),
 ])
 def test_manifest_errors_name_the_file_the_field_and_the_fix(tmp_path, doc, expected):
     path = tmp_path / "images.yaml"
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(images.ImageManifestError) as err:
-        images.load_manifest(path)
+        image_manifest.load_manifest(path)
     message = str(err.value)
     assert message.startswith(str(path)) and "\n" not in message and ";" in message
     for part in expected:
@@ -236,11 +239,11 @@ def test_manifest_errors_name_the_file_the_field_and_the_fix(tmp_path, doc, expe
 
 def test_manifest_missing_or_unparsable(tmp_path):
     with pytest.raises(images.ImageManifestError, match="manifest not found"):
-        images.load_manifest(tmp_path / "nope.yaml")
+        image_manifest.load_manifest(tmp_path / "nope.yaml")
     bad = tmp_path / "images.yaml"
     bad.write_text("images:\n  pytorch: [unclosed\n")
     with pytest.raises(images.ImageManifestError, match=r"line \d+: invalid YAML"):
-        images.load_manifest(bad)
+        image_manifest.load_manifest(bad)
 
 
 def test_errors_tuple_is_what_the_cli_catches():
@@ -256,15 +259,15 @@ def test_lock_for_python_keeps_only_matching_markers():
         "six==1.17.0 \\\n    --hash=sha256:dd  # from requirements.in\n"
     )
     for python, numpy in (("3.11", "numpy==2.4.6"), ("3.12", "numpy==2.5.5")):
-        lines = images.lock_for_python(lock, python).splitlines()
+        lines = wheelhouse.lock_for_python(lock, python).splitlines()
         assert [line.split()[0] for line in lines] == [numpy, "six==1.17.0"]
         assert all(";" not in line and "#" not in line for line in lines)
-    assert "--hash=sha256:aa --hash=sha256:bb" in images.lock_for_python(lock, "3.11")
+    assert "--hash=sha256:aa --hash=sha256:bb" in wheelhouse.lock_for_python(lock, "3.11")
 
 
 def test_wheel_server_serves_the_folder_on_loopback(tmp_path):
     (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(b"wheel bytes")
-    with images.WheelServer(tmp_path) as server:
+    with wheelhouse.WheelServer(tmp_path) as server:
         assert server.url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(server.url + "pkg-1.0-py3-none-any.whl", timeout=10) as resp:
             assert resp.read() == b"wheel bytes"
@@ -348,7 +351,7 @@ def tiny_repo(dest: Path, dockerfile: str) -> Path:
 @pytest.mark.docker
 def test_tiny_image_builds_from_the_served_wheelhouse_and_failures_name_the_log(docker_client, tmp_path):
     root = tiny_repo(tmp_path / "ok", TINY_DOCKERFILE)
-    tiny = images.load_manifest(root / "manifests/images.yaml")["tiny"]
+    tiny = image_manifest.load_manifest(root / "manifests/images.yaml")["tiny"]
     built: list[str] = []
     try:
         lines: list[str] = []
@@ -365,7 +368,7 @@ def test_tiny_image_builds_from_the_served_wheelhouse_and_failures_name_the_log(
         assert images.build(tiny, "cpu", root, docker_client, on_log=lines.append) == tag  # no-op
 
         broken = tiny_repo(tmp_path / "broken", BROKEN_DOCKERFILE)
-        spec = images.load_manifest(broken / "manifests/images.yaml")["tiny"]
+        spec = image_manifest.load_manifest(broken / "manifests/images.yaml")["tiny"]
         with pytest.raises(images.ImageBuildError) as err:
             images.build(spec, "cpu", broken, docker_client, on_log=lambda line: None)
         message = str(err.value)
@@ -383,14 +386,14 @@ def _pins(text: str) -> dict[str, str]:
     return dict(line.split()[0].split("==", 1) for line in text.splitlines() if "==" in line.split(" ")[0])
 
 
-@pytest.mark.parametrize("image, variant", [(i, v) for i, s in images.load_manifest(ROOT / "manifests/images.yaml").items()
+@pytest.mark.parametrize("image, variant", [(i, v) for i, s in image_manifest.load_manifest(ROOT / "manifests/images.yaml").items()
                                             for v in s.variants])
 def test_each_lock_pins_its_inputs_with_hashes_for_the_variants_python(image, variant):
     """The uv-made lock (make lock) pins every requirement of its .in, and every entry that applies to
     the variant's Python has hashes."""
-    var = images.load_manifest(ROOT / "manifests/images.yaml")[image].variant(variant)
+    var = image_manifest.load_manifest(ROOT / "manifests/images.yaml")[image].variant(variant)
     lock = (ROOT / var.lock).read_text()
-    wanted = images.lock_for_python(lock, var.python)
+    wanted = wheelhouse.lock_for_python(lock, var.python)
     entries = wanted.splitlines()
     assert entries and all("--hash=sha256:" in e for e in entries), var.lock
     pins = _pins(wanted)

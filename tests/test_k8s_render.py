@@ -14,11 +14,13 @@ import pytest
 import yaml
 
 from conftest import one_line_error, zoobench
-from orchestrator import k8s
-from orchestrator.bench import Bench, BenchError, DataMount, Job, plan_jobs, predict_run_args
-from orchestrator.cli import image_tags
+from orchestrator.engines import k8s, k8s_inputs
+from orchestrator.errors import BenchError
+from orchestrator.bench.plan import Job, plan_jobs, predict_run_args
+from orchestrator.bench.runner import Bench, DataMount
+from orchestrator.bench.imagefacts import image_tags
 from orchestrator.manifests import MANIFEST_DIR, Profile, get_profile, load_models
-from orchestrator.ranking import find_runs
+from orchestrator.results.ranking import find_runs
 
 K8S_VERSION = "1.30"  # pinned: kubernetes-validate ships its schemas (no network); the Jobs need >= 1.29
 CLAIMS = {"data": "imagenet-val", "results": "zoo-results", "weights": "zoo-weights"}
@@ -110,7 +112,7 @@ class Pod:
 def local_args(job: Job, variant: str) -> list[str]:
     """What a local Bench passes to `predict` for this job, data at /data (no pixel cache)."""
     bench = object.__new__(Bench)  # _args reads only these; no engine needed
-    bench.weights_binds, bench.data = {}, DataMount(k8s.DATA_MOUNT, [], {None: "sha256:d"})
+    bench.weights_binds, bench.data = {}, DataMount(k8s_inputs.DATA_MOUNT, [], {None: "sha256:d"})
     return bench._args(job, job.batch_size, "0" if variant == "cuda" else None)
 
 
@@ -126,7 +128,7 @@ def test_every_rendered_job_validates_and_holds_what_the_schema_does_not_check(r
         doc = load(out / f"{image}.yaml")
         assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == K8S_VERSION
         assert (doc["apiVersion"], doc["kind"]) == ("batch/v1", "Job")
-        assert k8s._LABEL.match(doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 63
+        assert k8s_inputs.DNS_LABEL.match(doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 63
         spec = doc["spec"]
         assert spec["completionMode"] == "Indexed"
         assert spec["completions"] == len(jobs) == spec["maxFailedIndexes"]
@@ -250,27 +252,30 @@ def test_the_model_timeout_is_enforced_in_the_pod(lite0_pod):
 
 # ---------------------------------------------------------------- planning offline, limits, names
 
-def test_listing_choice_without_docker(tmp_path):
+def test_listing_choice_without_docker(tmp_path, monkeypatch):
+    monkeypatch.setattr(k8s_inputs.imagefacts, "cached_listing", lambda tag: None)
     tags = {"pytorch": "zoobench/pytorch:cpu-x"}
     notes: list[str] = []
     explicit = Profile(models={"pytorch": ["resnet50", "nosuchnet"]})
-    served = k8s.served_offline(explicit, tags, lambda tag: None, {}, notes.append)
+    served = k8s_inputs.served_offline(explicit, tags, {}, notes.append)
     assert set(served("pytorch")) == {"resnet50", "nosuchnet"} and "unchecked" in notes[0]
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps([{"name": "resnet50", "preprocessing": {}}]))
-    checked = k8s.served_offline(explicit, tags, lambda tag: None, {"pytorch": listing}, notes.append)
+    checked = k8s_inputs.served_offline(explicit, tags, {"pytorch": listing}, notes.append)
     with pytest.raises(BenchError, match="unknown model.*nosuchnet"):
         plan_jobs(explicit, load_models(), tags, checked)
-    cached = k8s.served_offline(explicit, tags, lambda tag: [{"name": "resnet50"}], {}, notes.append)
+    monkeypatch.setattr(k8s_inputs.imagefacts, "cached_listing", lambda tag: [{"name": "resnet50"}])
+    cached = k8s_inputs.served_offline(explicit, tags, {}, notes.append)
     assert set(cached("pytorch")) == {"resnet50"}
-    every = k8s.served_offline(Profile(models={"pytorch": "all"}), tags, lambda tag: None, {}, notes.append)
+    monkeypatch.setattr(k8s_inputs.imagefacts, "cached_listing", lambda tag: None)
+    every = k8s_inputs.served_offline(Profile(models={"pytorch": "all"}), tags, {}, notes.append)
     with pytest.raises(BenchError, match="--models-from pytorch=FILE"):
         every("pytorch")
     assert len(notes) == 1
 
 
 def test_memory_limits_and_names():
-    assert [k8s.quantity(m) for m in ("512m", "8g", "1024", "64k", "2G")] == ["512Mi", "8Gi", "1024", "64Ki", "2Gi"]
+    assert [k8s_inputs.quantity(m) for m in ("512m", "8g", "1024", "64k", "2G")] == ["512Mi", "8Gi", "1024", "64Ki", "2Gi"]
     job = lambda model, memory: Job("pytorch", "zoobench/pytorch:cpu-x", model, "imagenet", 8, 60, {}, None,  # noqa: E731
                                     memory=memory)
     target = k8s.Target(profile="p", data_claim="d", results_claim="r", variant="cuda", registry="reg.example:5000/t")
@@ -285,12 +290,12 @@ def test_memory_limits_and_names():
     assert "memory" not in container_of(mixed)["resources"]["limits"] and notes
     assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == K8S_VERSION
     moved = k8s.render_job("pytorch", "t", [job("a", None)], k8s.Target(
-        profile="p", data_claim="d", results_claim="r", data_path=k8s.check_data_path("/mnt/val/")))
+        profile="p", data_claim="d", results_claim="r", data_path=k8s_inputs.check_data_path("/mnt/val/")))
     assert {"mountPath": "/mnt/val", "name": "data", "readOnly": True} in container_of(moved)["volumeMounts"]
     assert "--data /mnt/val --out /out" in container_of(moved)["command"][2]
     assert "resources" not in container_of(moved)  # cpu, no memory limit: nothing to ask for
     long = k8s.job_name("a_profile_with_a_very_long_name_that_goes_on_and_on", "pytorch")
-    assert k8s._LABEL.match(long) and len(long) <= 50
+    assert k8s_inputs.DNS_LABEL.match(long) and len(long) <= 50
 
 
 def test_a_stale_render_is_removed_and_other_files_are_kept(tmp_path):

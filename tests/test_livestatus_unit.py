@@ -13,8 +13,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from orchestrator import cli, images
-from orchestrator.livestatus import LiveStatus, clean_line, elapsed_text
+from orchestrator.cli import images as cli
+from orchestrator.images import build as images
+from orchestrator.images import manifest as image_manifest
+from orchestrator.images.livestatus import LiveStatus, clean_line, elapsed_text
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -272,7 +274,7 @@ def fake_build(tmp_path, monkeypatch):
 
 def test_build_reports_each_long_step_with_its_log(fake_build):
     root = fake_build
-    spec = images.load_manifest(root / "manifests/images.yaml")["tiny"]
+    spec = image_manifest.load_manifest(root / "manifests/images.yaml")["tiny"]
     steps: list[tuple[str, Path | None]] = []
     lines: list[str] = []
     client = FakeClient()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from orchestrator.ranking import load_results, rank_results, run_rank
+from orchestrator.results.ranking import load_results, rank_results, run_rank
 
 # Upstream README, "Benchmark Results on ImageNet" (github.com/cgnorthcutt/benchmarking-keras-pytorch,
 # README.md; identical at commits 00cb8b2 and 87d43d8): Platform, Model, Acc@1, Acc@5, Rank@1, Rank@5.

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, zoobench
-from orchestrator import pixelcache
-from orchestrator.bench import Job, plan_jobs
+from orchestrator.bench import pixelcache
+from orchestrator.bench.plan import Job, plan_jobs
 from orchestrator.manifests import ModelsManifest, Profile
-from orchestrator.pixelcache import Group, PixelConfig, cache_key, group_jobs, problem
+from orchestrator.bench.pixelcache import Group, PixelConfig, cache_key, group_jobs, problem
 
 C224 = PixelConfig(256, 224, "bilinear")
 C299 = PixelConfig(342, 299, "bicubic")
@@ -224,7 +224,7 @@ def test_an_invalid_cache_under_the_key_is_replaced(tmp_path):
 
 
 def test_data_mounted_over_the_cache_mount_point_is_detected():
-    from orchestrator.mounts import Bind
+    from orchestrator.bench.mounts import Bind
 
     assert pixelcache.mount_conflict([Bind("/data", "/data")]) is None
     assert pixelcache.mount_conflict([Bind("/pixelsets", "/pixelsets")]) is None

@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 
 from conftest import zoobench
-from orchestrator.labels import LabelError, labels_for, labels_from_csv, labels_from_folders, read_label_csv
-from orchestrator.ranking import ERRORS, RankError, load_results, rank_results, run_rank
-from orchestrator.report import write_report
-from orchestrator.stats import mcnemar_exact, wilson
+from orchestrator.results.labels import LabelError, labels_for, labels_from_csv, labels_from_folders, read_label_csv
+from orchestrator.results.ranking import ERRORS, RankError, load_results, rank_results, run_rank
+from orchestrator.results.report import write_report
+from orchestrator.results.stats import mcnemar_exact, wilson
 from zoobench_contract.imagenet import wnids
 
 W = wnids()
@@ -161,7 +161,7 @@ def test_single_run_folder_is_accepted(results):
 
 def test_runs_are_found_at_any_depth(tmp_path):
     """Run folders nest (e.g. one folder per machine); skipped folders are skipped at every level."""
-    from orchestrator.ranking import rank
+    from orchestrator.results.ranking import rank
 
     paths, y = dataset()
     out = tmp_path / "results"

@@ -14,10 +14,10 @@ import pytest
 from rich.console import Console
 
 from conftest import SHARED, one_line_error, require, zoobench
-from orchestrator.labels import REAL, LabelError, parse_labels, truth_for
-from orchestrator.ranking import load_results, rank_results, run_rank
-from orchestrator.real import real_sets, val_numbers
-from orchestrator.stats import competition_rank, mcnemar_exact, wilson
+from orchestrator.results.labels import REAL, LabelError, parse_labels, truth_for
+from orchestrator.results.ranking import load_results, rank_results, run_rank
+from orchestrator.results.real import real_sets, val_numbers
+from orchestrator.results.stats import competition_rank, mcnemar_exact, wilson
 from test_northcutt import GROUND_TRUTH, PUBLISHED, convert, source_files
 
 N_REAL = 46_837

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from conftest import one_line_error, tar_of, zoobench
-from orchestrator import datascan
+from orchestrator.bench import datascan
 from orchestrator.data import N_VAL, val_ground_truth
 from orchestrator.data.check import check
 from orchestrator.data.prepare import prepare
-from orchestrator.labels import LabelError, labels_from_csv, read_label_csv
+from orchestrator.results.labels import LabelError, labels_from_csv, read_label_csv
 from zoobench_contract import dataset
 from zoobench_contract.dataset import DataError, list_images, read_image
 

@@ -15,11 +15,15 @@ from docker.errors import ImageLoadError, ImageNotFound
 from rich.console import Console
 
 from conftest import one_line_error, tar_of, zoobench
-from orchestrator import imagestore, k8s, slurm
-from orchestrator.bench import BenchError, DataMount, Job
-from orchestrator.mounts import Bind
-from orchestrator.ranking import RankError, format_markdown, load_results, rank_results
-from orchestrator.report import write_report
+from orchestrator.engines import k8s, slurm, slurm_task
+from orchestrator.images import store as imagestore
+from orchestrator.errors import BenchError
+from orchestrator.bench.plan import Job
+from orchestrator.bench.runner import DataMount
+from orchestrator.bench.mounts import Bind
+from orchestrator.results.ranking import RankError, load_results, rank_results
+from orchestrator.results.report import write_report
+from orchestrator.results.tables import format_markdown
 from test_compare import tiny_run
 from test_ranking import dataset, mask, predictions, write_run
 
@@ -54,7 +58,7 @@ class FakeImage:
 
 
 class FakeImages:
-    """``client.images``: ``built`` by tag; ``load`` gives ``loads`` (or raises ``load_error``)."""
+    """``client.images``: ``built`` by tag; ``load`` gives ``loads`` and adds them (or raises ``load_error``)."""
 
     def __init__(self, built: list[FakeImage] = (), loads: list[FakeImage] = (), load_error: Exception | None = None):
         self.built, self.loads, self.load_error = {i.tags[0]: i for i in built}, list(loads), load_error
@@ -69,6 +73,7 @@ class FakeImages:
         self.loaded.append(Path(f.name).name)
         if self.load_error is not None:
             raise self.load_error
+        self.built.update({i.tags[0]: i for i in self.loads})  # the engine now has what it loaded
         return self.loads
 
 
@@ -161,10 +166,10 @@ def test_a_slurm_task_given_a_foreign_tar_fails_in_one_line_naming_it(tmp_path, 
     job = Job("pytorch", TAG, "resnet18", "random", 8, 60, {}, None)
     plan_path = valid_plan(tmp_path, [job], images_dir=str(tmp_path / "images"))
     tar = image_tar(tmp_path / "images" / imagestore.tar_name(TAG), [OTHER])
-    monkeypatch.setattr(slurm.containers, "connect", lambda runtime: FakeClient())
-    outcome = slurm.run_task(plan_path, 0, Console(file=io.StringIO()), lambda client, tag: "10")
+    monkeypatch.setattr(slurm_task.containers, "connect", lambda runtime: FakeClient())
+    outcome = slurm_task.run_task(plan_path, 0, Console(file=io.StringIO()))
     assert outcome.status == "failed" and outcome.reason.startswith(f"{tar} holds {OTHER}, not {TAG}")
-    assert slurm.read_outcome(plan_path, 0, job).reason == outcome.reason
+    assert slurm_task.read_outcome(plan_path, 0, job).reason == outcome.reason
 
 
 # ---------------------------------------------------------------- --sbatch-arg (3)
@@ -205,8 +210,8 @@ def valid_plan(tmp_path: Path, jobs: list[Job], **fields) -> Path:
     val.mkdir(exist_ok=True)
     weights.mkdir(exist_ok=True)
     data = DataMount(str(val), [Bind(str(val), str(val))], {None: "sha256:d"}, {None: 1})
-    plan = slurm.Plan.of("run1", tmp_path / "results", weights, data, jobs, {}, False, None, False, "docker",
-                         fields.pop("images_dir", None))
+    plan = slurm_task.Plan.of("run1", tmp_path / "results", weights, data, jobs, {}, False, None, False, "docker",
+                              fields.pop("images_dir", None))
     path = tmp_path / "results" / ".slurm" / "run1" / "plan.json"
     plan.save(path)
     if fields:
@@ -245,8 +250,8 @@ def edited_plan(tmp_path: Path, edit) -> Path:
 ])
 def test_a_hand_edited_plan_is_refused_in_one_line(tmp_path, edit, needle):
     path = edited_plan(tmp_path, edit)
-    with pytest.raises(slurm.SlurmError) as err:
-        slurm.Plan.load(path)
+    with pytest.raises(slurm_task.SlurmError) as err:
+        slurm_task.Plan.load(path)
     message = str(err.value)
     assert message.startswith(f"Slurm task plan {path}: ") and message.endswith("; submit the bench again")
     assert needle in message and "\n" not in message, message

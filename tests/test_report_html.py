@@ -21,9 +21,10 @@ from PIL import Image
 from rich.console import Console
 
 from conftest import IN_CI, one_line_error, require, zoobench
-from orchestrator.architectures import ArchitecturesManifest, load_architectures
-from orchestrator.htmlreport import HTML_FILE, THUMB_PX, write_html_report
-from orchestrator.ranking import pct, run_rank
+from orchestrator.results.architectures import ArchitecturesManifest, load_architectures
+from orchestrator.results.htmlreport import HTML_FILE, THUMB_PX, write_html_report
+from orchestrator.results.ranking import run_rank
+from orchestrator.results.tables import pct
 from test_northcutt import convert
 from zoobench_contract.imagenet import class_names, wnids
 
@@ -231,8 +232,8 @@ def test_no_pair_and_labels_csv(tmp_path):
 
 
 def test_the_gallery_is_capped_in_all_not_only_per_pair():
-    from orchestrator.compare import AgreementMatrix
-    from orchestrator.htmlreport import MAX_CARDS, PER_PAIR, images_per_pair
+    from orchestrator.results.compare import AgreementMatrix
+    from orchestrator.results.htmlreport import MAX_CARDS, PER_PAIR, images_per_pair
 
     def arch(n_runs: int) -> AgreementMatrix:
         return AgreementMatrix("a", [f"r{i}" for i in range(n_runs)], [], [], [], [])

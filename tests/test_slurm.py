@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import IN_CI, ROOT, one_line_error, require, zoobench
-from orchestrator import imagestore
+from orchestrator.images import store as imagestore
 from test_faults import (assert_clean, background, containers_of, containers_with_role, manifests_copy,  # noqa: F401
                          published, set_model, wait_for)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import one_line_error, zoobench
-from orchestrator import slurm
-from orchestrator.bench import DataMount, Job, Outcome
-from orchestrator.mounts import Bind
-from orchestrator.pixelcache import PixelConfig
+from orchestrator.engines import slurm, slurm_task
+from orchestrator.bench.plan import Job
+from orchestrator.bench.runner import DataMount, Outcome
+from orchestrator.bench.mounts import Bind
+from orchestrator.bench.pixelcache import PixelConfig
 
 JOBS = [Job("pytorch", "zoobench/pytorch:cpu-1", "resnet18", "random", 32, 600, {"resize_size": 240}, 3,
             memory="8g", precision="bf16", pixels=PixelConfig(240, 224, "bilinear")),
@@ -37,23 +38,23 @@ def test_the_plan_gives_each_task_the_job_and_data_the_submitter_planned(tmp_pat
     (tmp_path / "weights").mkdir()
     (tmp_path / "r18.pt").write_bytes(b"w")
     data = DataMount(val, [Bind(val, val)], {None: "d-all", 3: "d-3"}, {None: 6, 3: 3})
-    plan = slurm.Plan.of("run1", tmp_path / "results", tmp_path / "weights", data, JOBS,
-                         {"r18.pt": Bind(weights_file, weights_file)}, True, tmp_path / "pixels", True,
-                         "podman", "/shared/images")
+    plan = slurm_task.Plan.of("run1", tmp_path / "results", tmp_path / "weights", data, JOBS,
+                              {"r18.pt": Bind(weights_file, weights_file)}, True, tmp_path / "pixels", True,
+                              "podman", "/shared/images")
     path = tmp_path / "results" / ".slurm" / "run1" / "plan.json"
     plan.save(path)
-    back = slurm.Plan.load(path)
+    back = slurm_task.Plan.load(path)
     assert [back.job(i) for i in range(2)] == JOBS
     assert back.job(0).pixels == PixelConfig(240, 224, "bilinear") and back.job(1).pixels is None
     assert back.data_mount() == data  # int and None limits survive JSON
     assert back.binds() == {"r18.pt": Bind(weights_file, weights_file)}
     assert (back.force, back.use_gpu, back.runtime, back.images_dir) == (True, True, "podman", "/shared/images")
     assert back.results_dir == str((tmp_path / "results").resolve())
-    with pytest.raises(slurm.SlurmError, match="index 2"):
+    with pytest.raises(slurm_task.SlurmError, match="index 2"):
         back.job(2)
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(slurm.SlurmError, match="bad.json"):
-        slurm.Plan.load(tmp_path / "bad.json")
+    with pytest.raises(slurm_task.SlurmError, match="bad.json"):
+        slurm_task.Plan.load(tmp_path / "bad.json")
 
 
 def test_the_task_script_runs_this_checkout_s_zoobench_on_the_plan(tmp_path):
@@ -63,23 +64,23 @@ def test_the_task_script_runs_this_checkout_s_zoobench_on_the_plan(tmp_path):
 
 
 def test_a_task_uses_the_gpu_slurm_allocated(monkeypatch):
-    for name in slurm.GPU_ENV:
+    for name in slurm_task.GPU_ENV:
         monkeypatch.delenv(name, raising=False)
-    assert slurm.allocated_gpus() == []
+    assert slurm_task.allocated_gpus() == []
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.setenv("SLURM_JOB_GPUS", "3,5")
-    assert slurm.allocated_gpus() == ["3", "5"]  # host indices, not the renumbered CUDA_VISIBLE_DEVICES
+    assert slurm_task.allocated_gpus() == ["3", "5"]  # host indices, not the renumbered CUDA_VISIBLE_DEVICES
     monkeypatch.setenv("SLURM_STEP_GPUS", "5")
-    assert slurm.allocated_gpus() == ["5"]
+    assert slurm_task.allocated_gpus() == ["5"]
 
 
 def test_outcomes_round_trip_and_a_task_that_died_says_why(tmp_path):
     plan = tmp_path / "plan.json"
-    slurm.write_outcome(plan, 1, Outcome(JOBS[1], "failed", "timed out after 2 s", 16, None, "/r/logs/x.log"),
-                        {"job": "7", "task": "1", "node": "n1", "gpus": ["0"]})
-    back = slurm.read_outcome(plan, 1, JOBS[1])
+    slurm_task.write_outcome(plan, 1, Outcome(JOBS[1], "failed", "timed out after 2 s", 16, None, "/r/logs/x.log"),
+                             {"job": "7", "task": "1", "node": "n1", "gpus": ["0"]})
+    back = slurm_task.read_outcome(plan, 1, JOBS[1])
     assert (back.status, back.reason, back.batch_size, back.log) == ("failed", "timed out after 2 s", 16, "/r/logs/x.log")
-    assert slurm.read_outcome(plan, 0, JOBS[0]) is None
+    assert slurm_task.read_outcome(plan, 0, JOBS[0]) is None
     (tmp_path / "slurm-7_0.out").write_text("zoobench slurm task 0: ...\nslurmstepd: error: *** JOB 8 CANCELLED ***\n")
     timeout = slurm.lost_outcome(JOBS[0], "7", 0, "TIMEOUT", "None", tmp_path)
     assert timeout.status == "failed" and timeout.reason.startswith("reached the Slurm time limit (--time)")
@@ -149,8 +150,8 @@ def test_following_an_array_survives_a_silent_slurm_and_reports_every_ending(tmp
         try:
             last["v"] = next(polls)
             if last["v"] is not None and last["v"][0][0] == "COMPLETED":
-                slurm.write_outcome(plan, 0, Outcome(jobs[0], "ok", "", 32, 12.5, None), {})
-                slurm.write_outcome(plan, 1, Outcome(jobs[1], "interrupted", "interrupted", None, None, None), {})
+                slurm_task.write_outcome(plan, 0, Outcome(jobs[0], "ok", "", 32, 12.5, None), {})
+                slurm_task.write_outcome(plan, 1, Outcome(jobs[1], "interrupted", "interrupted", None, None, None), {})
         except StopIteration:
             pass
         return last["v"]
@@ -166,8 +167,8 @@ def test_following_an_array_survives_a_silent_slurm_and_reports_every_ending(tmp
 
 
 def test_without_an_engine_uncached_images_are_one_clear_line():
-    from orchestrator import cli
-    from orchestrator.bench import BenchError
+    from orchestrator.bench import imagefacts as cli
+    from orchestrator.errors import BenchError
 
     tag = "zoobench/never-listed:cpu-000000000000"
     with pytest.raises(BenchError, match="run `zoobench models never-listed` once on a host with the images"):

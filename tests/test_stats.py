@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from orchestrator.stats import Z95, binom_log_cdf_half, competition_rank, mcnemar_exact, mcnemar_paired, wilson
+from orchestrator.results.stats import Z95, binom_log_cdf_half, competition_rank, mcnemar_exact, mcnemar_paired, wilson
 
 
 def exact_two_sided(b: int, c: int) -> float:

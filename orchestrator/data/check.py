@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 from zoobench_contract.dataset import DataError, list_images, read_image, read_regular, set_digest
 from zoobench_contract.imagenet import class_names, is_wnid, wnid_to_index
 
-from ..datascan import ReaderAccess, reader_access, stat_or_none
+from ..bench.datascan import ReaderAccess, reader_access, stat_or_none
 from .ground_truth import N_VAL, val_ground_truth
 
 ERROR, WARNING = "error", "warning"

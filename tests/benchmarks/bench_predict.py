@@ -22,7 +22,8 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import images  # noqa: E402
+from orchestrator.images import build as images  # noqa: E402
+from orchestrator.images import manifest as image_manifest
 from orchestrator.data.sample import make_sample  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def main() -> None:
     ap.add_argument("--variant", default="cpu")
     ap.add_argument("--model", action="append", choices=["lite0", "resnet50"], help="default: both")
     args = ap.parse_args()
-    specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
+    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
     resnet50 = resnet50_names()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -38,14 +38,16 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import datascan, images  # noqa: E402
+from orchestrator.bench import datascan
+from orchestrator.images import build as images  # noqa: E402
+from orchestrator.images import manifest as image_manifest
 from orchestrator.data.sample import make_sample  # noqa: E402
 from zoobench_contract.dataset import list_images  # noqa: E402
 from bench_predict import docker  # noqa: E402  (same folder: one docker-run helper for both benchmarks)
 
 ZB = str(ROOT / ".venv" / "bin" / "zoobench")
-HASH_CACHE = ROOT / ".cache" / "datascan"  # where `zoobench run` keeps the per-file hashes (orchestrator/cli.py)
-PIXEL_ENV = "ZOOBENCH_PIXEL_CACHE"  # orchestrator/pixelcache.py: the pixel cache root
+HASH_CACHE = ROOT / ".cache" / "datascan"  # where `zoobench run` keeps the per-file hashes (orchestrator/bench/service.py)
+PIXEL_ENV = "ZOOBENCH_PIXEL_CACHE"  # orchestrator/bench/pixelcache.py: the pixel cache root
 
 SUITE = {
     "pytorch": ["resnet18", "mobilenet_v3_small", "squeezenet1_1"],
@@ -236,7 +238,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
 
-    specs = images.load_manifest(ROOT / "manifests" / "images.yaml")
+    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
     tags = {name: images.image_tag(specs[name], args.variant, ROOT) for name in ("pytorch", "keras")}
     work = Path(tempfile.mkdtemp(prefix="zoobench-suite-"))
     work.chmod(0o755)

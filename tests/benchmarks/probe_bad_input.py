@@ -62,9 +62,10 @@ def text_edit(file: str, old: str, new: str):
 
 
 def main() -> None:
-    from orchestrator import images
+    from orchestrator.images import build as images
+    from orchestrator.images import manifest as image_manifest
 
-    tags = {n: images.image_tag(s, "cpu", ROOT) for n, s in images.load_manifest(ROOT / "manifests/images.yaml").items()}
+    tags = {n: images.image_tag(s, "cpu", ROOT) for n, s in image_manifest.load_manifest(ROOT / "manifests/images.yaml").items()}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         sample = tmp / "val"

@@ -58,9 +58,11 @@ def read_only_mount(path: Path):
 
 
 def main() -> None:
-    from orchestrator import images, imagestore
+    from orchestrator.images import build as images
+    from orchestrator.images import manifest as image_manifest
+    from orchestrator.images import store as imagestore
 
-    tags = {n: images.image_tag(s, "cpu", ROOT) for n, s in images.load_manifest(ROOT / "manifests/images.yaml").items()}
+    tags = {n: images.image_tag(s, "cpu", ROOT) for n, s in image_manifest.load_manifest(ROOT / "manifests/images.yaml").items()}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         sample = tmp / "val"

@@ -1,32 +1,19 @@
 """Write a ranking as results.md and a plot of Acc@1 against throughput (acc_vs_speed.png).
 
-Every name or value from a run's files is escaped in results.md (:func:`~orchestrator.ranking.md_escape`):
+Every name or value from a run's files is escaped in results.md (:func:`~orchestrator.results.tables.md_escape`):
 a model named ``x|<b>`` is shown as text, never as markup."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from .ranking import RankRow, format_markdown, is_real, md_escape
+from zoobench_contract.outputs import atomic_write
+
+from ..errors import BenchError
+from .records import RankRow
+from .tables import format_markdown, is_real, md_escape
 
 MARKERS = "os^Dv<>PX*hp"
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Let ``write`` fill a temp file beside ``path`` (same suffix), then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def markdown_report(rows: list[RankRow]) -> str:
@@ -43,7 +30,7 @@ def markdown_report(rows: list[RankRow]) -> str:
     return "\n".join(head) + "\n" + format_markdown(rows) + "".join(tail) + plot
 
 
-def plot_acc_vs_speed(rows: list[RankRow], path: Path) -> None:
+def plot_acc_vs_speed(rows: list[RankRow], path: Any) -> None:
     """Acc@1 (%) against images/s on a log axis; one colour and marker per framework, labelled points."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -78,6 +65,25 @@ def plot_acc_vs_speed(rows: list[RankRow], path: Path) -> None:
 def write_report(rows: list[RankRow], out_dir: Path) -> list[Path]:
     """Write ``results.md`` and ``acc_vs_speed.png`` into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
-    md = _atomic(out_dir / "results.md", lambda p: p.write_text(markdown_report(rows), encoding="utf-8"))
-    png = _atomic(out_dir / "acc_vs_speed.png", lambda p: plot_acc_vs_speed(rows, p))
+    md, png = out_dir / "results.md", out_dir / "acc_vs_speed.png"
+    atomic_write(md, lambda f: f.write(markdown_report(rows).encode("utf-8")))
+    atomic_write(png, lambda f: plot_acc_vs_speed(rows, f))
     return [md, png]
+
+
+def write_reports(rows: list[Any], results_dir: Path, out_dir: Path, labels: Any, data: Path | None,
+                  manifests: Path) -> list[Path]:
+    """results.md, acc_vs_speed.png and report.html of ranked ``rows`` into ``out_dir``."""
+    from .architectures import ARCHITECTURES_FILE, load_architectures
+    from .htmlreport import data_roots, write_html_report
+
+    architectures = load_architectures(manifests / ARCHITECTURES_FILE)
+    data_roots(rows, data)  # a bad --data is one line before anything is written
+    try:
+        written = write_report(rows, out_dir)
+        written.append(write_html_report(rows, results_dir, out_dir, architectures, labels=labels, data=data,
+                                         png=written[1]))
+    except OSError as exc:
+        raise BenchError(f"report folder {out_dir}: cannot write {Path(exc.filename or out_dir).name} "
+                         f"({exc.strerror or exc}); pass a writable folder with --out") from None
+    return written

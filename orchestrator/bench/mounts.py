@@ -12,15 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..errors import MountError
+from .layout import OUT_MOUNT, WEIGHTS_MOUNT
+
 # Container paths a data mount may not be, contain, or sit inside of (the runner image lives there).
-PROTECTED = ("/bin", "/etc", "/home/zoobench", "/lib", "/lib64", "/opt/venv", "/out", "/sbin", "/tmp",
-             "/usr", "/weights")
+PROTECTED = ("/bin", "/etc", "/home/zoobench", "/lib", "/lib64", "/opt/venv", OUT_MOUNT, "/sbin", "/tmp",
+             "/usr", WEIGHTS_MOUNT)
 FORBIDDEN_UNDER = ("/dev", "/proc", "/sys", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/opt/venv",
-                   "/weights", "/out")
-
-
-class MountError(ValueError):
-    """A data path that cannot be mounted into a container as it is; one line with the fix."""
+                   WEIGHTS_MOUNT, OUT_MOUNT)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ Nothing else is ever deleted: a folder is removed (by ``zoobench cache clear`` o
 only when zoobench can prove it made it: its name is a cache key, it holds only the files a build
 writes, and its marker (``zoobench-cache.json``, written first by the build) or, for caches of
 older releases, its own index gives back that key. Anything else is left alone with one line.
+Listing and clearing the caches (``zoobench cache list|clear``) is :mod:`.cachestore`.
 """
 from __future__ import annotations
 
@@ -24,30 +25,28 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from zoobench_contract.outputs import write_json
-from zoobench_contract.preprocessing import Preprocessing
+from zoobench_contract.pixelcache import CACHE_SCHEMA, INDEX_FILE, PIXELS_FILE
 
+from ..errors import NotACache, first_line
+from ..paths import PIXEL_CACHE
+from .layout import PARTIAL_SUFFIX, PIXELS_MOUNT
 from .mounts import Bind
-
-if TYPE_CHECKING:
-    from .bench import Job
+from .plan import Job, PixelConfig
 
 ROOT_ENV = "ZOOBENCH_PIXEL_CACHE"
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "pixels"
-PIXELS_FILE, INDEX_FILE = "pixels.npy", "index.json"
+DEFAULT_ROOT = PIXEL_CACHE
 MARKER_FILE = "zoobench-cache.json"  # written first into every build: what proves zoobench made a folder
-CACHE_SCHEMA = 2  # the contract's index schema with chunk digests (zoobench_contract.pixelcache)
-PARTIAL_SUFFIX = ".partial"
 KEY_NAME = re.compile(r"^[0-9a-f]{16}(\.partial)?$")
 BUILD_TEMP = re.compile(r"^\.(pixels\.npy|index\.json|zoobench-cache\.json)(\..*)?\.tmp$")
 LOCK_FILE = ".lock"
-MOUNT = "/pixels"
+MOUNT = PIXELS_MOUNT  # where a job sees its cache
 MARGIN = 0.05  # free space needed on top of the cache's size
 INDEX_BYTES_PER_IMAGE = 200  # path + sha256 in index.json, a generous estimate
 SLACK_BYTES = 64 * 1024  # .npy header, the rest of index.json
@@ -56,35 +55,6 @@ SLACK_BYTES = 64 * 1024  # .npy header, the rest of index.json
 def cache_root() -> Path:
     """Where caches live: ``$ZOOBENCH_PIXEL_CACHE`` or ``.cache/pixels`` of the checkout."""
     return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
-
-
-@dataclass(frozen=True)
-class PixelConfig:
-    """What a uint8 crop depends on, besides the file and the Pillow version."""
-
-    resize_size: int
-    crop_size: int
-    interpolation: str
-
-    @classmethod
-    def from_preprocessing(cls, prep: Preprocessing) -> "PixelConfig":
-        """The fields of ``prep`` the crop depends on (the contract's ``Preprocessing.pixel_config``)."""
-        return cls(**prep.pixel_config())
-
-    @classmethod
-    def of(cls, default: dict[str, Any], override: dict[str, Any]) -> "PixelConfig":
-        """The effective config of a model: its own preprocessing with the manifest's override."""
-        return cls.from_preprocessing((Preprocessing.from_dict(default) if default else Preprocessing()).override(override))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return f"resize {self.resize_size} crop {self.crop_size} {self.interpolation}"
-
-    @property
-    def row_bytes(self) -> int:
-        return self.crop_size * self.crop_size * 3
 
 
 def cache_key(config: PixelConfig, pillow: str, data_digest: str, limit: int | None) -> str:
@@ -239,10 +209,6 @@ def not_ours(folder: Path) -> str | None:
     return None if folder.name.endswith(PARTIAL_SUFFIX) or not names else f"no {MARKER_FILE} and no {INDEX_FILE}"
 
 
-class NotACache(RuntimeError):
-    """A folder zoobench cannot prove it made; it is never removed (the message is one line)."""
-
-
 def remove_own(folder: Path) -> None:
     """Remove a folder zoobench made (checked again now): its files one by one, then the folder.
     Never a recursive delete: what is not a build's file stays, and the folder with it."""
@@ -378,7 +344,7 @@ def _build(group: Group, root: Path, builder: Builder, note: Callable[[str], Non
         try:
             reason = builder(group, partial)
         except Exception as exc:  # noqa: BLE001 - a failed build is a note, never a failed bench
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc)
             reason = f"{type(exc).__name__}: {first}"
         if reason is None:
             wrong = content_problem(partial, group.config, group.pillow, group.data_digest, group.n_images)
@@ -394,98 +360,3 @@ def _build(group: Group, root: Path, builder: Builder, note: Callable[[str], Non
     finally:
         if partial.is_dir() and not partial.is_symlink():
             discard(partial, note)
-
-
-# ---------------------------------------------------------------- listing and clearing
-
-@dataclass(frozen=True)
-class Entry:
-    """One folder under the cache root, as ``zoobench cache list`` shows it."""
-
-    key: str
-    path: Path
-    state: str  # complete | partial | broken (zoobench's, unusable) | foreign (not zoobench's: never removed)
-    config: str
-    pillow: str
-    n_images: int | None
-    size: int
-    created: str
-    why: str = ""  # for a foreign folder: why zoobench cannot prove it made it
-
-
-def folder_size(path: Path) -> int:
-    total = 0
-    for top, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(top, name)).st_size
-    return total
-
-
-def _entry(path: Path) -> Entry:
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.lstat().st_mtime))
-    foreign = not_ours(path)
-    if foreign is not None:
-        return Entry(path.name, path, "foreign", "?", "?", None, 0 if path.is_symlink() else folder_size(path),
-                     created, foreign)
-    index = read_index(path) if not path.name.endswith(PARTIAL_SUFFIX) else None
-    key = path.name.removesuffix(PARTIAL_SUFFIX)
-    if index is None:
-        state = "partial" if path.name.endswith(PARTIAL_SUFFIX) else "broken"
-        return Entry(key, path, state, "?", "?", None, folder_size(path), created)
-    config = index.get("config") if isinstance(index.get("config"), dict) else {}
-    n = index.get("n_images") if isinstance(index.get("n_images"), int) else None
-    try:
-        pc = PixelConfig(int(config["resize_size"]), int(config["crop_size"]), str(config["interpolation"]))
-        text = pc.describe()
-        ok = n is not None and index.get("schema") == CACHE_SCHEMA and pixels_problem(path, n, pc.crop_size) is None
-    except (KeyError, TypeError, ValueError):
-        text, ok = "?", False
-    return Entry(key, path, "complete" if ok else "broken", text, str(index.get("pillow", "?")), n,
-                 folder_size(path), str(index.get("created") or created))
-
-
-def list_caches(root: Path) -> list[Entry]:
-    """Every folder under ``root`` (complete, partial, broken, or foreign: not zoobench's), by key."""
-    if not root.is_dir():
-        return []
-    return sorted((_entry(p) for p in root.iterdir() if (p.is_dir() or p.is_symlink()) and not p.name.startswith(".")),
-                  key=lambda e: (e.key, e.path.name))
-
-
-@dataclass
-class Clearing:
-    """What ``zoobench cache clear`` removes (or, dry, would remove) and what it leaves alone."""
-
-    removed: list[Entry] = field(default_factory=list)
-    left: list[Entry] = field(default_factory=list)
-
-
-def clear(root: Path, keys: list[str], everything: bool, dry_run: bool = False) -> Clearing:
-    """Remove the caches named by ``keys`` (complete and partial folders), or all of zoobench's.
-    Raises KeyError naming the first key that matches no folder, and :class:`NotACache` for a key
-    naming a folder zoobench did not make, before removing anything. Foreign folders are never removed."""
-    entries = list_caches(root)
-    if not everything:
-        unknown = [k for k in keys if not any(e.key == k for e in entries)]
-        if unknown:
-            raise KeyError(unknown[0])
-        entries = [e for e in entries if e.key in keys]
-        foreign = [e for e in entries if e.state == "foreign"]
-        if foreign:
-            raise NotACache(f"{foreign[0].path} is not a pixel cache zoobench made ({foreign[0].why}); "
-                            "`zoobench cache clear` removes only its own caches: remove it yourself if you mean to")
-    done = Clearing()
-    for e in entries:
-        if e.state == "foreign":
-            done.left.append(e)
-            continue
-        if not dry_run:
-            try:
-                remove_own(e.path)
-            except (NotACache, OSError) as exc:  # changed since it was listed
-                done.left.append(Entry(e.key, e.path, "foreign", e.config, e.pillow, e.n_images, e.size, e.created,
-                                       str(exc) if isinstance(exc, NotACache) else str(exc.strerror or exc)))
-                continue
-        done.removed.append(e)
-    return done

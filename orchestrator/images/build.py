@@ -1,4 +1,4 @@
-"""Framework images: manifest, content-hash tags, and builds that work without any registry.
+"""Framework images: content-hash tags, and builds that work without any registry.
 
 A tag is ``zoobench/NAME:VARIANT-HASH``; HASH covers every byte that goes into the image (runner
 code, Dockerfile, lock, .dockerignore, base image reference), so an unchanged image is never rebuilt.
@@ -7,9 +7,7 @@ legacy builder runs with host networking; the ``offline`` base comes from ``imag
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import os
 import re
 import subprocess
@@ -17,11 +15,14 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import yaml
+from ..errors import ImageBuildError, ImageManifestError, first_line
+from .manifest import ImageSpec
+from .wheelhouse import WheelServer, lock_for_python, pip_target_args
+
+ERRORS = (ImageManifestError, ImageBuildError)  # this module's user errors (both ZoobenchError: exit code 2)
 
 BASE_RECIPE = "images/base/build.sh"
 BASE_REPO = "zoobench/base"
@@ -29,170 +30,6 @@ BASE_SUITE = "bookworm"
 DOCKERIGNORE = ".dockerignore"
 SKIP_DIRS = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache"}
 SKIP_SUFFIXES = (".pyc", ".pyo")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-VARIANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")
-PYTHON_RE = re.compile(r"^3\.\d+$")
-IMAGE_KEYS = {"framework", "dockerfile", "inputs", "variants", "build_args"}
-REQUIRED_IMAGE_KEYS = {"framework", "dockerfile", "inputs", "variants"}
-VARIANT_KEYS = {"lock", "base_image", "python", "build_args"}
-BUILD_ARG_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-RESERVED_BUILD_ARGS = {"BASE_IMAGE", "FRAMEWORK", "PYTHON", "LOCK", "WHEELS_URL", "IMAGE_TAG"}
-
-
-class ImageManifestError(ValueError):
-    """manifests/images.yaml is missing or invalid, or names something that does not exist; one line."""
-
-
-class ImageBuildError(RuntimeError):
-    """An image (or its base, or its wheelhouse) failed to build; one line naming the full log."""
-
-
-ERRORS = (ImageManifestError, ImageBuildError)
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """One build flavour of an image (cpu, cuda)."""
-
-    name: str
-    lock: str
-    base_image: str  # "offline", "default" or an image reference
-    python: str = "3.11"
-    build_args: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """One framework image as manifests/images.yaml declares it."""
-
-    name: str
-    framework: str
-    dockerfile: str
-    inputs: tuple[str, ...]
-    variants: dict[str, VariantSpec]
-    source: str = "manifests/images.yaml"
-    build_args: tuple[tuple[str, str], ...] = ()
-
-    def variant(self, variant: str) -> VariantSpec:
-        if variant not in self.variants:
-            raise ImageManifestError(
-                f"{self.source}: images.{self.name}.variants has no {variant!r}; "
-                f"use --variant {' or '.join(sorted(self.variants))}")
-        return self.variants[variant]
-
-
-# ---------------------------------------------------------------- manifest
-
-
-def _fail(path: Path, field: str, problem: str, fix: str) -> ImageManifestError:
-    return ImageManifestError(f"{path}: {field}: {problem}; {fix}")
-
-
-def _rel_path(path: Path, field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(path, field, f"expected a path, got {value!r}", "give a path relative to the repository root")
-    if value.startswith("/") or ".." in Path(value).parts:
-        raise _fail(path, field, f"{value!r} is not inside the repository",
-                    "give a path relative to the repository root, without ..")
-    return value.strip().rstrip("/")
-
-
-def _build_args(path: Path, field: str, raw: Any) -> tuple[tuple[str, str], ...]:
-    """``build_args: {NAME: value}``: extra Dockerfile ARGs (e.g. SYSTEM_PACKAGES), strings only."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise _fail(path, field, f"expected a mapping of NAME: value, got {raw!r}", "e.g. {SYSTEM_PACKAGES: libgomp1}")
-    out: list[tuple[str, str]] = []
-    for key, value in raw.items():
-        if not isinstance(key, str) or not BUILD_ARG_RE.match(key):
-            raise _fail(path, f"{field}.{key}", "not a Dockerfile ARG name", "use upper-case letters, digits and _")
-        if key in RESERVED_BUILD_ARGS:
-            raise _fail(path, f"{field}.{key}", "set by zoobench itself",
-                        f"remove it (zoobench passes {', '.join(sorted(RESERVED_BUILD_ARGS))})")
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise _fail(path, f"{field}.{key}", f"expected a string, got {value!r}", "quote the value")
-        out.append((key, str(value)))
-    return tuple(sorted(out))
-
-
-def _parse_variant(path: Path, field: str, name: str, raw: Any) -> VariantSpec:
-    if not VARIANT_RE.match(str(name)):
-        raise _fail(path, field, f"variant name {name!r} is not usable in a Docker tag",
-                    "use letters, digits, - _ . (e.g. cpu, cuda)")
-    if not isinstance(raw, dict):
-        raise _fail(path, field, f"expected a mapping with lock and base_image, got {raw!r}",
-                    "see the comments at the top of the file")
-    unknown = set(raw) - VARIANT_KEYS
-    if unknown:
-        raise _fail(path, f"{field}.{sorted(unknown)[0]}", "unknown field",
-                    f"remove it (allowed: {', '.join(sorted(VARIANT_KEYS))})")
-    if "lock" not in raw:
-        raise _fail(path, f"{field}.lock", "missing", "give the hashed requirements lock, e.g. images/pytorch/requirements.lock")
-    base = raw.get("base_image")
-    if not isinstance(base, str) or not base.strip() or any(c.isspace() for c in base):
-        raise _fail(path, f"{field}.base_image", f"expected offline, default or an image reference, got {base!r}",
-                    "use offline (images/base/build.sh), default (the Dockerfile's) or e.g. debian@sha256:...")
-    python = raw.get("python", "3.11")
-    if not isinstance(python, str) or not PYTHON_RE.match(python):
-        raise _fail(path, f"{field}.python", f"{raw.get('python')!r} is not a Python version",
-                    'write it as a quoted MAJOR.MINOR string, e.g. "3.11"')
-    return VariantSpec(str(name), _rel_path(path, f"{field}.lock", raw["lock"]), base, python,
-                       _build_args(path, f"{field}.build_args", raw.get("build_args")))
-
-
-def _parse_image(path: Path, name: Any, raw: Any) -> ImageSpec:
-    field = f"images.{name}"
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise _fail(path, field, f"image name {name!r} is not usable in a Docker tag",
-                    "use lower-case letters, digits, - _ . (e.g. pytorch)")
-    if not isinstance(raw, dict):
-        raise _fail(path, field, f"expected a mapping, got {raw!r}", "see the comments at the top of the file")
-    unknown = set(raw) - IMAGE_KEYS
-    if unknown:
-        raise _fail(path, f"{field}.{sorted(unknown)[0]}", "unknown field",
-                    f"remove it (allowed: {', '.join(sorted(IMAGE_KEYS))})")
-    missing = sorted(REQUIRED_IMAGE_KEYS - set(raw))
-    if missing:
-        raise _fail(path, f"{field}.{missing[0]}", "missing", "see the comments at the top of the file")
-    if not isinstance(raw["framework"], str) or not raw["framework"]:
-        raise _fail(path, f"{field}.framework", f"expected a backend name, got {raw['framework']!r}",
-                    "name the backend the image serves, e.g. pytorch")
-    inputs = raw["inputs"]
-    if not isinstance(inputs, list) or not inputs:
-        raise _fail(path, f"{field}.inputs", f"expected a non-empty list of paths, got {inputs!r}",
-                    "list the folders the Dockerfile copies, e.g. [runners/contract, runners/pytorch]")
-    variants = raw["variants"]
-    if not isinstance(variants, dict) or not variants:
-        raise _fail(path, f"{field}.variants", f"expected a mapping of variants, got {variants!r}",
-                    "declare at least cpu: {lock: ..., base_image: offline}")
-    return ImageSpec(
-        name=name,
-        framework=raw["framework"],
-        dockerfile=_rel_path(path, f"{field}.dockerfile", raw["dockerfile"]),
-        inputs=tuple(_rel_path(path, f"{field}.inputs[{i}]", p) for i, p in enumerate(inputs)),
-        variants={str(v): _parse_variant(path, f"{field}.variants.{v}", v, spec) for v, spec in variants.items()},
-        source=str(path),
-        build_args=_build_args(path, f"{field}.build_args", raw.get("build_args")),
-    )
-
-
-def load_manifest(path: Path) -> dict[str, ImageSpec]:
-    """Read and validate manifests/images.yaml; image name -> spec."""
-    if not path.is_file():
-        raise ImageManifestError(f"{path}: manifest not found; restore it from git or pass --manifests DIR")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}:" if mark else ""
-        raise ImageManifestError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("images"), dict) or not raw["images"]:
-        raise _fail(path, "images", "missing or empty", "declare images: {NAME: {framework, dockerfile, inputs, variants}}")
-    extra = set(raw) - {"images"}
-    if extra:
-        raise _fail(path, sorted(extra)[0], "unknown top-level field", "remove it (only images: is read)")
-    return {name: _parse_image(path, name, spec) for name, spec in raw["images"].items()}
 
 
 # ---------------------------------------------------------------- content hash and tags
@@ -386,47 +223,6 @@ def ensure_base(root: Path, client: Any, on_log: Callable[[str], None], on_step:
     return tag
 
 
-def lock_for_python(text: str, python: str) -> str:
-    """The lock's entries whose environment markers hold for CPython ``python`` on Linux x86_64.
-
-    pip evaluates requirement-file markers against the interpreter running it, not against
-    ``--python-version``, so a lock resolved for several Pythons is filtered here first.
-    """
-    try:
-        from packaging.markers import Marker
-    except ImportError:  # pragma: no cover - packaging comes with matplotlib; pip vendors it anyway
-        from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
-
-    env = {"python_version": python, "python_full_version": f"{python}.0", "implementation_name": "cpython",
-           "platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux",
-           "platform_machine": "x86_64", "os_name": "posix"}
-    kept: list[str] = []
-    for entry in text.replace("\\\n", " ").splitlines():
-        requirement = entry.split(" #", 1)[0].strip()
-        if not requirement or requirement.startswith("#"):
-            continue
-        if ";" in requirement.split("--hash", 1)[0]:
-            head, rest = requirement.split(";", 1)
-            marker, _, hashes = rest.partition("--hash")
-            if not Marker(marker.strip()).evaluate(env):
-                continue
-            requirement = f"{head.strip()} --hash{hashes}"
-        kept.append(" ".join(requirement.split()))
-    return "\n".join(kept) + "\n"
-
-
-def _pip_target_args(python: str) -> list[str]:
-    """Download wheels for the image's CPython on manylinux x86_64, whatever Python runs this."""
-    abi = "cp" + python.replace(".", "")
-    glibc_minor = 36  # Debian 12; older manylinux tags are compatible
-    platforms = [f"manylinux_2_{m}_x86_64" for m in range(glibc_minor, 16, -1)]
-    platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
-    args = ["--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]
-    for plat in platforms:
-        args += ["--platform", plat]
-    return args
-
-
 def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callable[[str], None],
                       on_step: StepHook = _no_step) -> Path:
     """Every wheel of the variant's lock in .cache/wheelhouse/NAME-VARIANT (skipped when complete).
@@ -452,7 +248,7 @@ def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callabl
     on_step(f"wheelhouse: downloading {count} wheel{'s' if count != 1 else ''}", log_path)
     log = _BuildLog(log_path, on_log)
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--require-hashes", "--no-deps",
-           "--only-binary", ":all:", *_pip_target_args(var.python), "-r", str(target_lock), "-d", str(house)]
+           "--only-binary", ":all:", *pip_target_args(var.python), "-r", str(target_lock), "-d", str(house)]
     try:
         start = time.monotonic()
         code, _ = _run_logged(cmd, log, root)
@@ -466,30 +262,6 @@ def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callabl
     tmp.write_text(digest + "\n")
     os.replace(tmp, stamp)
     return house
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
-        pass
-
-
-class WheelServer:
-    """Serve a folder over HTTP on 127.0.0.1 (a free port) in a background thread."""
-
-    def __init__(self, folder: Path):
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "WheelServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
 
 
 CAUSE_RE = re.compile(r"^(ERROR:|E: |AssertionError|error:)")
@@ -558,7 +330,7 @@ def build(spec: ImageSpec, variant: str, root: Path, client: Any, on_log: Callab
         if not isinstance(exc, (DockerException, RequestException, OSError)):
             raise
         log(f"ERROR: {type(exc).__name__}: {exc}")
-        raise ImageBuildError(f"{failed}: {str(exc).splitlines()[0][:200]}; full log: {_shown(log_path)}") from None
+        raise ImageBuildError(f"{failed}: {first_line(exc)[:200]}; full log: {_shown(log_path)}") from None
     finally:
         log.close()
     if not image_exists(client, tag):

@@ -18,11 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import ResultsBusy
+
 LOCK_FILE = ".zoobench.lock"
-
-
-class ResultsBusy(RuntimeError):
-    """Another live zoobench run holds the results folder (the message names it)."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -30,154 +29,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from kubernetes import client as k
 
-from . import containers, mounts
-from .bench import OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX, BenchError, Job, check_safe_name, predict_run_args
-from .manifests import MEMORY_PATTERN, Profile
+from zoobench_contract.backend import WEIGHTS_MOUNT
+from zoobench_contract.cli import EXIT_USAGE, EXIT_WEIGHTS
+
+from ..bench import containers
+from ..bench.containers import EXIT_TIMEOUT
+from ..bench.layout import OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX
+from ..bench.plan import Job, check_safe_name, predict_run_args
+from ..errors import BenchError
+from .k8s_inputs import DATA_MOUNT, RESULTS_MOUNT, SHM_MOUNT, memory_bytes, quantity
 
 CONTAINER = "predict"
-RESULTS_MOUNT = "/results"
-WEIGHTS_MOUNT = "/weights"  # the runner images' weights cache (TORCH_HOME, KERAS_HOME, MXNET_HOME below it)
-DATA_MOUNT = "/data"
-SHM_MOUNT = "/dev/shm"
-VARIANTS = ("cpu", "cuda")
 GPU_RESOURCE = "nvidia.com/gpu"
 BACKOFF_LIMIT_PER_INDEX = 1
 # predict's exit codes that a second pod would meet again: bad input, weights unavailable, and the
 # script's per-model timeout (coreutils `timeout`: 124). They fail the index at once (no retry).
-NO_RETRY_EXIT_CODES = (2, 4, 124)
+NO_RETRY_EXIT_CODES = (EXIT_USAGE, EXIT_WEIGHTS, EXIT_TIMEOUT)
 KILL_AFTER_S = 30  # after the timeout's SIGTERM, SIGKILL
 MARKER = "# rendered by `zoobench k8s render`"
 README = "README.txt"
 MIN_KUBERNETES = "1.29"  # backoffLimitPerIndex, podReplacementPolicy, FailIndex: beta and on by default; GA in 1.33
 
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_REGISTRY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-# ---------------------------------------------------------------- checks (one line each)
-
-def check_name(value: str, what: str, label: bool = False) -> str:
-    """A Kubernetes object name: DNS-1123 subdomain (claims), or label (namespaces)."""
-    limit, pattern = (63, _LABEL) if label else (253, _SUBDOMAIN)
-    if len(value) > limit or not pattern.match(value):
-        chars = "lower-case letters, digits and '-'" + ("" if label else " ('.' between parts)")
-        raise BenchError(f"{what} {value!r}: not a valid Kubernetes name (DNS-1123 {'label' if label else 'subdomain'}: "
-                         f"{chars}, starting and ending with a letter or digit, at most {limit} characters)")
-    return value
-
-
-def check_registry(prefix: str | None) -> str | None:
-    if prefix is None:
-        return None
-    prefix = prefix.rstrip("/")
-    if not _REGISTRY.match(prefix):
-        raise BenchError(f"--image-registry {prefix!r}: give a registry prefix such as registry.example.com/team "
-                         "or localhost:5000 (the image tags zoobench/NAME:VARIANT-HASH are appended)")
-    return prefix
-
-
-def check_weights(weights: str | None) -> None:
-    if weights is None or weights == "random" or weights == "imagenet" or weights.startswith("imagenet:"):
-        return
-    raise BenchError(f"--weights {weights}: a file on this host is not visible to the pods; use imagenet, "
-                     "imagenet:VARIANT or random (imagenet weights are read from --weights-claim)")
-
-
-def check_data_path(path: str) -> str:
-    if not path.startswith("/"):
-        raise BenchError(f"--data-path {path!r}: give an absolute path, e.g. {DATA_MOUNT}")
-    path = os.path.normpath(path)
-    try:
-        mounts.check_target(path, "--data-path")
-    except mounts.MountError:
-        raise BenchError(f"--data-path {path}: would hide or sit inside the runner image's own files; "
-                         f"use e.g. {DATA_MOUNT} or /mnt/data") from None
-    for other in (RESULTS_MOUNT, SHM_MOUNT, "/dev"):
-        if path == other or path.startswith(other + "/") or other.startswith(path + "/"):
-            raise BenchError(f"--data-path {path}: overlaps {other}, where the pods mount something else; "
-                             f"use e.g. {DATA_MOUNT}")
-    return path
-
-
-def check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise BenchError(f"--variant {variant!r}: use cpu or cuda")
-    return variant
-
-
-def quantity(memory: str) -> str:
-    """Docker's memory syntax (512m, 8g, bytes) as a Kubernetes quantity (512Mi, 8Gi)."""
-    match = re.fullmatch(MEMORY_PATTERN, memory)
-    if not match:
-        raise BenchError(f"memory {memory!r}: use docker syntax such as 512m or 8g (manifests/models.yaml)")
-    unit = memory[-1].lower() if memory[-1].isalpha() else ""
-    return memory.rstrip("bkmgBKMG") + {"": "", "b": "", "k": "Ki", "m": "Mi", "g": "Gi"}[unit]
-
-
-def _bytes(memory: str) -> int:
-    unit = memory[-1].lower() if memory[-1].isalpha() else ""
-    return int(memory.rstrip("bkmgBKMG")) * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
-
-
-# ---------------------------------------------------------------- what each image serves, offline
-
-def read_listing(path: Path, image: str) -> list[dict[str, Any]]:
-    """A `predict list` JSON file (what ``docker run --rm TAG list`` prints)."""
-    try:
-        listing = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BenchError(f"--models-from {image}={path}: unreadable ({type(exc).__name__}); pass the JSON that "
-                         "`predict list` prints") from None
-    if not isinstance(listing, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
-                                                for m in listing):
-        raise BenchError(f"--models-from {image}={path}: not a `predict list` (a JSON array of objects with a name)")
-    return listing
-
-
-def parse_models_from(values: list[str] | None, images: list[str]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for value in values or []:
-        image, sep, file = value.partition("=")
-        if not sep or not image or not file:
-            raise BenchError(f"--models-from {value!r}: give IMAGE=FILE, e.g. pytorch=pytorch-list.json")
-        if image not in images:
-            raise BenchError(f"--models-from {value!r}: the profile has no image {image!r} "
-                             f"(it has {', '.join(images)})")
-        found[image] = Path(file)
-    return found
-
-
-def served_offline(
-    profile: Profile,
-    tags: dict[str, str],
-    cached: Callable[[str], list[dict[str, Any]] | None],
-    models_from: dict[str, Path],
-    note: Callable[[str], None],
-) -> Callable[[str], dict[str, dict[str, Any]]]:
-    """``served`` for :func:`plan_jobs` without a Docker engine: ``--models-from IMAGE=FILE``, else the
-    `predict list` a local run cached for that image tag, else the profile's own model names
-    (unchecked, with a note; their preprocessing overrides are checked against the defaults). A
-    profile that lists ``all`` models of an image needs a listing."""
-
-    def served(image: str) -> dict[str, dict[str, Any]]:
-        listing = read_listing(models_from[image], image) if image in models_from else cached(tags[image])
-        if listing is not None:
-            return {m["name"]: m for m in listing}
-        wanted = profile.models[image]
-        variant = tags[image].rpartition(":")[2].split("-")[0]  # zoobench/NAME:VARIANT-HASH
-        if wanted == "all":
-            raise BenchError(f"the profile runs all models of {image} and no `predict list` of {tags[image]} is "
-                             f"cached here; pass --models-from {image}=FILE (the JSON `docker run --rm {tags[image]} "
-                             f"list` prints) or run `zoobench models {image} --variant {variant}` with that image built "
-                             "(it caches the list)")
-        note(f"{image}: no `predict list` of {tags[image]} is cached here; the profile's {len(wanted)} model "
-             f"name(s) are used as they are, unchecked (pass --models-from {image}=FILE to check them)")
-        return {name: {} for name in wanted}
-
-    return served
 
 
 # ---------------------------------------------------------------- the pod
@@ -277,20 +152,11 @@ def memory_limit(jobs: list[Job], note: Callable[[str], None]) -> str | None:
         note(f"{jobs[0].image}: only some models have a memory limit in manifests/models.yaml; the Job sets none "
              "(its pods share one template)")
         return None
-    return quantity(max(limits, key=lambda m: _bytes(m or "0")))
+    return quantity(max(limits, key=lambda m: memory_bytes(m or "0")))
 
 
-def render_job(image: str, tag: str, jobs: list[Job], target: Target,
-               note: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """The Indexed Job of one image, as the plain dict ``kubectl apply`` reads."""
-    from kubernetes import client as k
-
-    uid = containers.IMAGE_UID
-    labels = {"app.kubernetes.io/name": "zoobench", "app.kubernetes.io/managed-by": "zoobench",
-              "zoobench/profile": label_value(target.profile), "zoobench/image": label_value(image),
-              "zoobench/variant": target.variant}
-    local = containers.hardened()  # the local containers' settings: the pods get their equivalent
-    env = {**local["environment"], "ZOOBENCH_IMAGE_TAG": tag}
+def pod_resources(jobs: list[Job], target: Target, note: Callable[[str], None]) -> k.V1ResourceRequirements | None:
+    """The pod's memory limit and request (:func:`memory_limit`) and, for cuda, one GPU; None when neither."""
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
     memory = memory_limit(jobs, note)
@@ -298,18 +164,24 @@ def render_job(image: str, tag: str, jobs: list[Job], target: Target,
         limits["memory"] = requests["memory"] = memory
     if target.variant == "cuda":
         limits[GPU_RESOURCE] = "1"
-    seccomp = k.V1SeccompProfile(type="RuntimeDefault")
-    container = k.V1Container(
+    return k.V1ResourceRequirements(limits=limits, requests=requests or None) if limits else None
+
+
+def container_spec(tag: str, jobs: list[Job], target: Target, env: dict[str, str],
+                   resources: k.V1ResourceRequirements | None) -> k.V1Container:
+    """The one ``predict`` container: the pod script, hardened like a local container, its mounts."""
+    uid = containers.IMAGE_UID
+    return k.V1Container(
         name=CONTAINER,
         image=target.image_ref(tag),
         image_pull_policy="IfNotPresent",  # tags are content hashes: a tag never names another image
         command=["/bin/sh", "-c", pod_script(jobs, target)],
         env=[k.V1EnvVar(name=key, value=value) for key, value in env.items()],
-        resources=k.V1ResourceRequirements(limits=limits, requests=requests or None) if limits else None,
+        resources=resources,
         security_context=k.V1SecurityContext(
             run_as_non_root=True, run_as_user=uid, run_as_group=uid, privileged=False,
             allow_privilege_escalation=False, read_only_root_filesystem=True,
-            capabilities=k.V1Capabilities(drop=["ALL"]), seccomp_profile=seccomp,
+            capabilities=k.V1Capabilities(drop=["ALL"]), seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault"),
         ),
         volume_mounts=[
             k.V1VolumeMount(name="data", mount_path=target.data_path, read_only=True),
@@ -320,10 +192,14 @@ def render_job(image: str, tag: str, jobs: list[Job], target: Target,
             k.V1VolumeMount(name="shm", mount_path=SHM_MOUNT),
         ],
     )
+
+
+def pod_volumes(target: Target, shm_size: str) -> list[k.V1Volume]:
+    """The claims (data and weights read-only) and the scratch volumes, in the order of the mounts."""
     weights = (k.V1Volume(name="weights", persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(
         claim_name=target.weights_claim, read_only=True)) if target.weights_claim
         else k.V1Volume(name="weights", empty_dir=k.V1EmptyDirVolumeSource()))  # bundled weights only
-    volumes = [
+    return [
         k.V1Volume(name="data", persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(
             claim_name=target.data_claim, read_only=True)),
         weights,
@@ -332,19 +208,46 @@ def render_job(image: str, tag: str, jobs: list[Job], target: Target,
         k.V1Volume(name="out", empty_dir=k.V1EmptyDirVolumeSource()),
         k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource()),
         k.V1Volume(name="shm", empty_dir=k.V1EmptyDirVolumeSource(
-            medium="Memory", size_limit=quantity(local["shm_size"]))),
+            medium="Memory", size_limit=quantity(shm_size))),
     ]
-    pod = k.V1PodSpec(
+
+
+def pod_spec(container: k.V1Container, volumes: list[k.V1Volume]) -> k.V1PodSpec:
+    """A pod that runs once, with no service account token or service links, as the image's user."""
+    uid = containers.IMAGE_UID
+    return k.V1PodSpec(
         restart_policy="Never",
         automount_service_account_token=False,
         enable_service_links=False,
         security_context=k.V1PodSecurityContext(
             run_as_non_root=True, run_as_user=uid, run_as_group=uid, fs_group=uid,
-            fs_group_change_policy="OnRootMismatch", seccomp_profile=seccomp,
+            fs_group_change_policy="OnRootMismatch", seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault"),
         ),
         containers=[container],
         volumes=volumes,
     )
+
+
+def failure_policy() -> k.V1PodFailurePolicy:
+    """:data:`NO_RETRY_EXIT_CODES` fail the index at once; a disrupted pod (eviction, preemption) is not counted."""
+    return k.V1PodFailurePolicy(rules=[
+        k.V1PodFailurePolicyRule(action="FailIndex", on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=CONTAINER, operator="In", values=list(NO_RETRY_EXIT_CODES))),
+        k.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
+            k.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
+    ])
+
+
+def render_job(image: str, tag: str, jobs: list[Job], target: Target,
+               note: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """The Indexed Job of one image, as the plain dict ``kubectl apply`` reads."""
+    labels = {"app.kubernetes.io/name": "zoobench", "app.kubernetes.io/managed-by": "zoobench",
+              "zoobench/profile": label_value(target.profile), "zoobench/image": label_value(image),
+              "zoobench/variant": target.variant}
+    local = containers.hardened()  # the local containers' settings: the pods get their equivalent
+    env = {**local["environment"], "ZOOBENCH_IMAGE_TAG": tag}
+    container = container_spec(tag, jobs, target, env, pod_resources(jobs, target, note))
+    pod = pod_spec(container, pod_volumes(target, local["shm_size"]))
     n = len(jobs)
     job = k.V1Job(
         api_version="batch/v1",
@@ -361,12 +264,7 @@ def render_job(image: str, tag: str, jobs: list[Job], target: Target,
             backoff_limit_per_index=BACKOFF_LIMIT_PER_INDEX,
             max_failed_indexes=n,  # one model's failure never stops the others
             pod_replacement_policy="Failed",  # a retry starts only once the failed pod is gone
-            pod_failure_policy=k.V1PodFailurePolicy(rules=[
-                k.V1PodFailurePolicyRule(action="FailIndex", on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
-                    container_name=CONTAINER, operator="In", values=list(NO_RETRY_EXIT_CODES))),
-                k.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
-                    k.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
-            ]),
+            pod_failure_policy=failure_policy(),
             template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels), spec=pod),
         ),
     )

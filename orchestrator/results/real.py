@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .labels import LabelError, Truth
+from ..errors import LabelError
+from .truth import Truth
 
 REAL_FILE = "real_labels.json.gz"
 REAL_SHA256 = "d83e9bff374c631aae8439eb064c7019acc56e1b3bc3f56b8380c2a710b0220b"  # of the upstream real.json

@@ -1,4 +1,4 @@
-"""Plan and run a bench: one container per model, resumable, OOM-retrying, with live progress.
+"""Run a bench: one container per model, resumable, OOM-retrying, with live progress.
 
 Nothing a job does can end the bench silently: any error while running a job becomes that job's
 failed outcome with one line, and the other jobs go on. Ctrl-C or SIGTERM start no new container,
@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import queue
-import re
 import shutil
 import threading
 from dataclasses import asdict, dataclass, field
@@ -20,72 +19,23 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from zoobench_contract.cli import EXIT_FAILED, EXIT_OOM, EXIT_USAGE, EXIT_WEIGHTS
 from zoobench_contract.dataset import file_sha256
 from zoobench_contract.outputs import write_json
-from zoobench_contract.preprocessing import Preprocessing
 
+from ..errors import first_line
 from . import containers, pixelcache
-from .manifests import PRECISIONS, ModelsManifest, Profile
+from .layout import OLD_SUFFIX, OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX, PIXELS_MOUNT, REQUEST_FILE, RUN_FILE, log_dir
 from .mounts import Bind
-from .pixelcache import PixelConfig
-
-REQUEST_FILE = "request.json"
-PARTIAL_SUFFIX = ".partial"
-OUTPUTS = ("predictions.npz", "run.json")
-OUT_MOUNT = "/out"  # where `predict run` writes inside the container (a fresh folder per run)
+from .plan import Job, lane_plan, predict_run_args
 
 
-class BenchError(ValueError):
-    """A bench cannot start as asked (unknown model, bad data...); one actionable line."""
-
-
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # whole name: fullmatch
-
-
-def check_safe_name(value: str, what: str) -> str:
-    """A name that becomes one path component (``RESULTS/IMAGE-MODEL``, a log file): letters, digits
-    and ``. _ + -``, starting with a letter or digit, no ``..``, so it can never leave its folder."""
-    if not SAFE_NAME.fullmatch(value) or ".." in value or len(value) > 200:
-        raise BenchError(f"{what} {value!r}: not a safe file name (letters, digits and . _ + -, starting with a "
-                         "letter or digit, no '/' or '..'); rename it in manifests/profiles.yaml or the model listing")
-    return value
-
-
-@dataclass(frozen=True)
-class Job:
-    """One model to run in one image."""
-
-    image: str
-    tag: str
-    model: str
-    weights: str
-    batch_size: int
-    timeout_s: int
-    preprocess: dict[str, Any]
-    limit: int | None
-    memory: str | None = None
-    precision: str = "fp32"
-    pixels: PixelConfig | None = field(default=None, compare=False)  # effective crop config; not in the request
-    weights_file: str | None = field(default=None, compare=False)  # under the weights cache, when the image says
-
-    @property
-    def run_name(self) -> str:
-        return f"{self.image}-{self.model}"
-
-    def request(self, image_id: str, data_digest: str, weights_sha256: str | None = None) -> dict[str, Any]:
-        """What must match for a finished run to be reused (batch size may differ after OOM; whether the
-        pixels came from the pixel cache does not matter: the predictions are byte-identical)."""
-        return {
-            "image": self.image,
-            "model": self.model,
-            "image_id": image_id,
-            "weights": self.weights,
-            "weights_sha256": weights_sha256,
-            "preprocess": self.preprocess,
-            "precision": self.precision,
-            "limit": self.limit,
-            "data_digest": data_digest,
-        }
+def progress_display(console: Console) -> Progress:
+    """The live display of model lanes and cache builds: description, bar, count, detail, time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False,
+    )
 
 
 @dataclass
@@ -116,133 +66,13 @@ class BenchSummary:
         return self
 
 
-def plan_jobs(
-    profile: Profile,
-    models_manifest: ModelsManifest,
-    tags: dict[str, str],
-    served: Callable[[str], dict[str, dict[str, Any]]],
-    only: list[str] | None = None,
-    batch_size: int | None = None,
-    weights: str | None = None,
-    limit: int | None = None,
-    precision: str | None = None,
-) -> list[Job]:
-    """Expand a profile into jobs. Every model name is checked against the image's `predict list`,
-    every ``--model`` must select something, and every preprocessing override must make a valid
-    preprocessing for its model, all before any container starts."""
-    jobs = []
-    matched: set[str] = set()
-    for image, wanted in profile.models.items():
-        if image not in tags:
-            raise BenchError(f"profile names image {image!r}, which manifests/images.yaml does not define")
-        available = served(image)
-        names = list(available) if wanted == "all" else list(wanted)
-        unknown = [m for m in names if m not in available]
-        if unknown:
-            raise BenchError(
-                f"unknown model(s) {', '.join(unknown)} for image {image}; `zoobench models {image}` lists "
-                f"the {len(available)} it serves"
-            )
-        check_safe_name(image, "image")
-        for model in names:
-            check_safe_name(model, f"{image} model")
-            if only:
-                hits = {o for o in only if o in (model, f"{image}/{model}")}
-                if not hits:
-                    continue
-                matched |= hits
-            settings = models_manifest.settings(image, model)
-            chosen = weights or profile.weights_for(image)
-            effective = check_preprocessing(image, model, variant_preprocessing(available[model], chosen),
-                                            settings.preprocess)
-            files = available[model].get("weights_files")
-            cached_file = files.get(chosen) if isinstance(files, dict) else None
-            jobs.append(
-                Job(
-                    image=image,
-                    tag=tags[image],
-                    model=model,
-                    weights=chosen,
-                    batch_size=batch_size or settings.batch_size or models_manifest.defaults.batch_size,
-                    timeout_s=settings.timeout_s or models_manifest.defaults.timeout_s,
-                    preprocess=settings.preprocess,
-                    limit=limit or profile.limit,
-                    memory=settings.memory or models_manifest.defaults.memory,
-                    precision=precision or profile.precision_for(image),
-                    pixels=PixelConfig.from_preprocessing(effective) if effective is not None else None,
-                    weights_file=cached_file if isinstance(cached_file, str) and not
-                    available[model].get("weights_bundled") else None,
-                )
-            )
-    missing = [o for o in only or [] if o not in matched]
-    if missing:
-        raise BenchError(f"--model {', '.join(missing)}: matches no model of this profile; give a model name or "
-                         "IMAGE/MODEL that manifests/profiles.yaml lists for it (`zoobench models IMAGE` lists names)")
-    return jobs
-
-
-def predict_run_args(job: Job, batch_size: int, device: str, data_path: str, weights: str,
-                     pixels: bool = False) -> list[str]:
-    """The arguments of ``predict run`` for one job: the one place they are made, for a local run
-    (:class:`Bench`) and for a rendered Kubernetes Job (:mod:`orchestrator.k8s`) alike. ``data_path``
-    and ``weights`` are as the container sees them; the outputs go to :data:`OUT_MOUNT`."""
-    args = ["run", "--model", job.model, "--data", data_path, "--out", OUT_MOUNT,
-            "--batch-size", str(batch_size), "--weights", weights, "--device", device, "--precision", job.precision]
-    if job.limit:
-        args += ["--limit", str(job.limit)]
-    if job.preprocess:
-        args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
-    if pixels:
-        args += ["--pixels", pixelcache.MOUNT]
-    return args
-
-
-def check_preprocessing(image: str, model: str, default: dict[str, Any], override: dict[str, Any]) -> Preprocessing | None:
-    """The model's own preprocessing with the manifest's override applied, which must be valid when
-    there is an override. None when the model's own cannot be read (then its job gets no pixel cache)."""
-    try:
-        return (Preprocessing.from_dict(default) if default else Preprocessing()).override(override)
-    except (ValueError, TypeError) as exc:
-        if not override:
-            return None
-        raise BenchError(f"manifests/models.yaml: models.{image}/{model}.preprocessing: {exc}; fix the entry") from None
-
-
-def variant_preprocessing(listing: dict[str, Any], weights: str) -> dict[str, Any]:
-    """The preprocessing of the weights a job loads: ``imagenet:VARIANT`` has its own when the image
-    lists it (``weights_variants`` in `predict list`: torchvision's V1 and V2 weights differ)."""
-    if weights.startswith("imagenet:"):
-        variant = listing.get("weights_variants", {}).get(weights.split(":", 1)[1])
-        if variant is not None:
-            return variant
-    return listing.get("preprocessing", {})
-
-
-def check_precision(value: str, what: str = "--precision") -> None:
-    if value not in PRECISIONS:
-        raise BenchError(f"{what} {value!r}: use one of {'|'.join(PRECISIONS)}")
-
-
-def lane_plan(gpus: list[str], jobs_per_gpu: int = 1) -> list[tuple[str | None, str]]:
-    """(GPU or None for the CPU, label) per worker lane: ``jobs_per_gpu`` lanes per GPU, spread so
-    the first models start on different GPUs; one CPU lane without GPUs."""
-    if jobs_per_gpu < 1:
-        raise BenchError(f"--jobs-per-gpu {jobs_per_gpu}: give 1 or more")
-    if not gpus:
-        if jobs_per_gpu > 1:
-            raise BenchError("--jobs-per-gpu needs --gpus: on the CPU one model runs at a time")
-        return [(None, "cpu")]
-    return [(g, f"gpu {g}" + (f" #{slot + 1}" if jobs_per_gpu > 1 else ""))
-            for slot in range(jobs_per_gpu) for g in gpus]
-
-
 def finished(run_dir: Path, request: dict[str, Any]) -> bool:
     """True when ``run_dir`` holds an ok run made for exactly this request, with its output files
     unchanged since they were published (a corrupted predictions.npz is never reused), and, when it
     read a pixel cache, one whose chunks it verified (run.json records the cache's digest)."""
     try:
         record = json.loads((run_dir / REQUEST_FILE).read_text())
-        run = json.loads((run_dir / "run.json").read_text())
+        run = json.loads((run_dir / RUN_FILE).read_text())
         if record.get("request") != request or run.get("status") != "ok":
             return False
         if run.get("pixel_cache") is not None and not run["pixel_cache"].get("digest"):
@@ -260,10 +90,10 @@ def publish(partial: Path, final: Path, request: dict[str, Any], pixel_cache: st
     digest = None
     if pixel_cache is not None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            digest = (json.loads((partial / "run.json").read_text()).get("pixel_cache") or {}).get("digest")
+            digest = (json.loads((partial / RUN_FILE).read_text()).get("pixel_cache") or {}).get("digest")
     write_json(partial / REQUEST_FILE, {"request": request, "sha256": sums, "pixel_cache": pixel_cache,
                                         "pixel_cache_digest": digest})
-    old = final.with_name(final.name + ".old")
+    old = final.with_name(final.name + OLD_SUFFIX)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
@@ -380,7 +210,7 @@ class Bench:
             todo.put(job)
         self._prepare_pixels(pending + self.peers if pending else [])
         lock = threading.Lock()
-        with self._progress() as progress:
+        with progress_display(self.console) as progress:
             overall = progress.add_task("models", total=len(self.jobs), completed=len(summary.outcomes), detail="")
 
             def worker(gpu: str | None, name: str, finished: threading.Event) -> None:
@@ -422,7 +252,7 @@ class Bench:
         try:
             return self._run_job(job, gpu, progress, lane)
         except Exception as exc:  # noqa: BLE001 - one job's failure must not end the bench
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            text = first_line(exc)
             where = f" ({exc.filename or self.results_dir})" if isinstance(exc, OSError) else ""
             return Outcome(job, "failed", f"{type(exc).__name__}: {text}{where}")
         finally:
@@ -440,7 +270,7 @@ class Bench:
             return
         conflict = pixelcache.mount_conflict(self.data.binds)
         if conflict:
-            self.console.print(f"note: no pixel cache: the data mount {conflict} overlaps {pixelcache.MOUNT}; "
+            self.console.print(f"note: no pixel cache: the data mount {conflict} overlaps {PIXELS_MOUNT}; "
                                "the models decode the images themselves", highlight=False, soft_wrap=True)
             return
         try:
@@ -457,13 +287,6 @@ class Bench:
             if folder is not None:
                 self.pixel_dirs.update({j.run_name: folder for j in group.jobs})
 
-    def _progress(self) -> Progress:
-        """The live display of model lanes and cache builds: description, bar, count, detail, time."""
-        return Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console, transient=False,
-        )
-
     def _note(self, message: str) -> None:
         self.console.print(f"note: {message}", highlight=False, soft_wrap=True)
 
@@ -475,7 +298,7 @@ class Bench:
                 "--workers", str(os.cpu_count() or 1)]
         if group.limit:
             args += ["--limit", str(group.limit)]
-        with self._progress() as progress:
+        with progress_display(self.console) as progress:
             task = progress.add_task(f"pixels {c.describe()}", total=group.n_images, detail="starting")
 
             def on_progress(p: dict[str, Any]) -> None:
@@ -484,7 +307,7 @@ class Bench:
             with containers.handed_over(partial):
                 result = containers.predict_in_container(
                     self.client, group.tag, args, self.data.binds, partial, self.weights_dir,
-                    log_path=self.results_dir / "logs" / f"pixels-{group.key}.log",
+                    log_path=log_dir(self.results_dir) / f"pixels-{group.key}.log",
                     timeout_s=max(j.timeout_s for j in group.jobs), on_progress=on_progress,
                     labels={**self.labels, containers.LABEL_ROLE: "pixel-cache"}, cancel=self.cancel,
                 )
@@ -526,9 +349,9 @@ class Bench:
             with containers.handed_over(partial):
                 result = containers.predict_in_container(
                     self.client, job.tag, self._args(job, batch, gpu, pixels is not None),
-                    binds + ([Bind(str(pixels.resolve()), pixelcache.MOUNT)] if pixels else []), partial,
+                    binds + ([Bind(str(pixels.resolve()), PIXELS_MOUNT)] if pixels else []), partial,
                     self.weights_dir,
-                    log_path=self.results_dir / "logs" / f"{job.run_name}.log", timeout_s=job.timeout_s, gpu=gpu,
+                    log_path=log_dir(self.results_dir) / f"{job.run_name}.log", timeout_s=job.timeout_s, gpu=gpu,
                     environment={"ZOOBENCH_IMAGE_ID": self.image_ids[job.tag], "ZOOBENCH_IMAGE_TAG": job.tag},
                     on_progress=on_progress, labels={**self.labels, containers.LABEL_ROLE: "model"},
                     limits=containers.Limits(memory=job.memory),
@@ -537,7 +360,7 @@ class Bench:
             log = str(result.log_path)
             if result.cancelled:
                 return Outcome(job, "interrupted", result.reason, batch, None, log)
-            if result.exit_code == 3 and batch > 1:
+            if result.exit_code == EXIT_OOM and batch > 1:
                 batch //= 2
                 self.console.print(f"[yellow]{job.run_name}: out of memory, retrying at batch size {batch}")
                 continue
@@ -545,12 +368,12 @@ class Bench:
                 if not all((partial / name).is_file() for name in OUTPUTS):
                     return Outcome(job, "failed", f"exited 0 without writing {' and '.join(OUTPUTS)}", batch, None, log)
                 publish(partial, final, self.request(job), pixels.name if pixels else None)
-                run = json.loads((final / "run.json").read_text())
+                run = json.loads((final / RUN_FILE).read_text())
                 return Outcome(job, "ok", "", batch, run.get("images_per_second"), log)
-            if pixels is not None and result.exit_code in (1, 2):  # the runner's own failure, not a kill
+            if pixels is not None and result.exit_code in (EXIT_FAILED, EXIT_USAGE):  # the runner's own failure, not a kill
                 self._drop_cache(pixels, f"{job.run_name}: failed with the pixel cache ({result.reason})")
                 continue
-            status = "skipped" if result.exit_code == 4 else "failed"
+            status = "skipped" if result.exit_code == EXIT_WEIGHTS else "failed"
             return Outcome(job, status, result.reason, batch, None, log)
 
 

@@ -6,12 +6,14 @@ from typing import Union
 
 from pydantic import field_validator, model_validator
 
-from .manifests import MANIFEST_DIR, ManifestError, _Strict, _validate
+from ..errors import ManifestError
+from ..manifests import Strict, validate
+from ..paths import MANIFEST_DIR
 
 ARCHITECTURES_FILE = "architectures.yaml"
 
 
-class ArchitecturesManifest(_Strict):
+class ArchitecturesManifest(Strict):
     architectures: dict[str, dict[str, Union[str, list[str]]]]
 
     @field_validator("architectures")
@@ -53,7 +55,7 @@ class ArchitecturesManifest(_Strict):
 def load_architectures(path: Path | None = None) -> ArchitecturesManifest:
     """Read and check ``path`` (default ``manifests/architectures.yaml``); errors are one ManifestError line."""
     path = Path(path) if path is not None else MANIFEST_DIR / ARCHITECTURES_FILE
-    manifest = _validate(path, ArchitecturesManifest)
+    manifest = validate(path, ArchitecturesManifest)
     if not manifest.architectures:
         raise ManifestError(f"{path}: field architectures: empty; list at least one architecture")
     return manifest

@@ -20,11 +20,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from zoobench_contract.outputs import PREDICTIONS_FILE, RUN_FILE
+
+from ..errors import RankError
 from .architectures import ArchitecturesManifest
 from .labels import Labels, truth_for
-from .ranking import (ALPHA, PREDICTIONS_FILE, RUN_FILE, RankError, _field, _read_run_json, find_runs, fmt_p,
-                      read_predictions, run_name, run_precision)
+from .ranking import find_runs, read_predictions, read_run_json, run_field, run_name, run_precision
+from .records import ALPHA
 from .stats import mcnemar_exact
+from .tables import fmt_p
 
 FORMATS = ("table", "json")
 N_DISAGREEMENTS = 20
@@ -55,7 +59,7 @@ def read_run(run_dir: Path, name: str | None = None) -> dict[str, Any]:
     run_path = Path(run_dir) / RUN_FILE
     if not run_path.is_file():
         raise RankError(f"{run_dir}: no {RUN_FILE}; pass a run folder (one holding predictions.npz + run.json)")
-    run = _read_run_json(run_path)
+    run = read_run_json(run_path)
     if run.get("status") != "ok":
         reason = run.get("reason") or run.get("error") or ""
         raise RankError(f"{name or run_dir}: status {run.get('status')!r}{': ' + str(reason) if reason else ''}; "
@@ -74,8 +78,8 @@ def load_run(run_dir: Path, name: str | None = None, run: dict[str, Any] | None 
     where = run_dir / RUN_FILE
     data = run.get("data")
     digest = data.get("digest") if isinstance(data, dict) else None
-    return RunPredictions(name or run_dir.name, run_dir, str(_field(run, "framework", where)),
-                          str(run.get("framework_version") or ""), str(_field(run, "model", where)),
+    return RunPredictions(name or run_dir.name, run_dir, str(run_field(run, "framework", where)),
+                          str(run.get("framework_version") or ""), str(run_field(run, "model", where)),
                           run_precision(run), paths, topk, scores, str(digest) if digest else None)
 
 

@@ -18,17 +18,20 @@ from html import escape
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from zoobench_contract.outputs import RUN_FILE, atomic_write
+
+from ..bench.layout import REQUEST_FILE
+from ..errors import RankError
 from .architectures import ArchitecturesManifest
 from .compare import AgreementMatrix, Comparison, agreement_matrices, compare_runs, load_run
 from .labels import Labels
-from .ranking import HEADERS, RUN_FILE, RankError, RankRow, _text_cells, caption, headers, is_real, title
-from .report import _atomic
+from .records import RankRow
+from .tables import HEADERS, caption, headers, is_real, text_cells, title
 
 HTML_FILE = "report.html"
 THUMB_PX = 128  # longest side of a gallery thumbnail
 PER_PAIR = 8  # disagreeing images shown per pair of runs
 MAX_CARDS = 240  # gallery cards in one report (fewer per pair when there are many pairs): a page stays a few MB
-REQUEST_FILE = "request.json"
 SHOWN_ENV = ("framework", "framework_version", "image_tag", "image_id")  # env keys with a column of their own
 NUMERIC = {"Rank@1", "Rank@5", "N", "Acc@1 %", "Acc@1 95% CI", "Acc@5 %", "Acc@5 95% CI", "img/s", "p vs next"}
 # Offline by construction: the browser refuses any load that is not an inline style/script or a data: image.
@@ -119,7 +122,7 @@ def ranking_section(rows: list[RankRow]) -> str:
     body = []
     for i, row in enumerate(rows):
         r = row.result
-        cells = _text_cells(row)
+        cells = text_cells(row)
         values: list[Any] = [row.rank1, row.rank5, None, None, None, None, r.n, r.acc1, r.ci1[0], r.acc5, r.ci5[0],
                              r.images_per_second, row.p_vs_next]
         tds = [f"<td>{esc(r.run)}</td>"]
@@ -392,4 +395,6 @@ def write_html_report(rows: list[RankRow], results_dir: Path, out_dir: Path, arc
                       labels: Labels = None, data: Path | None = None, png: Path | None = None) -> Path:
     """Write ``out_dir/report.html`` atomically; returns its path."""
     page = render_html(rows, results_dir, architectures, labels=labels, data=data, png=png)
-    return _atomic(Path(out_dir) / HTML_FILE, lambda p: p.write_text(page, encoding="utf-8"))
+    path = Path(out_dir) / HTML_FILE
+    atomic_write(path, lambda f: f.write(page.encode("utf-8")))
+    return path

@@ -1,21 +1,19 @@
 """Ground truth of each prediction path: one class from its synset folder or a labels CSV (rows
 matched by relative path, or by file name where that is unambiguous), or the set of classes of the
-ReaL labels (``--labels real``); :class:`Truth` scores top-k predictions. Every bad label is one
+ReaL labels (``--labels real``); :class:`Truth` (:mod:`.truth`) scores top-k predictions. Every bad label is one
 :class:`LabelError` line naming the file or row."""
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence, Union
 
 import numpy as np
 
+from ..errors import LabelError
+from .truth import Truth
+
 FIX = "put images in synset folders (e.g. n01440764/x.JPEG) or pass --labels CSV (columns filename,wnid)"
-
-
-class LabelError(ValueError):
-    """A prediction path without a known ImageNet label (the message is one line)."""
 
 
 def _wnid_index() -> dict[str, int]:
@@ -142,7 +140,7 @@ def labels_for(paths: Sequence[str], labels_csv: Path | None = None) -> np.ndarr
     return labels_from_csv(paths, labels_csv) if labels_csv is not None else labels_from_folders(paths)
 
 
-REAL = "real"  # the --labels word for the ReaL labels (orchestrator/real.py)
+REAL = "real"  # the --labels word for the ReaL labels (orchestrator/results/real.py)
 Labels = Union[Path, str, None]  # a labels CSV, "real", or None (synset folders)
 
 
@@ -153,46 +151,6 @@ def parse_labels(text: str | Path | None) -> Labels:
     if isinstance(text, str) and text.strip().lower() == REAL:
         return REAL
     return Path(text)
-
-
-@dataclass(frozen=True)
-class Truth:
-    """What counts as right for each prediction row.
-
-    ``keep`` (N,) marks the rows that are scored; ``sets`` (n, L) holds the accepted classes of each
-    kept row, padded with -1 (one column for single labels, up to 9 for ReaL).
-    """
-
-    kind: str  # "imagenet" (one label per image) or "real"
-    keep: np.ndarray
-    sets: np.ndarray
-
-    @classmethod
-    def single(cls, labels: np.ndarray) -> "Truth":
-        labels = np.asarray(labels, dtype=np.int64)
-        return cls("imagenet", np.ones(labels.shape[0], bool), labels[:, None])
-
-    @property
-    def n(self) -> int:
-        """Rows scored."""
-        return int(self.sets.shape[0])
-
-    @property
-    def n_images(self) -> int:
-        """Rows predicted."""
-        return int(self.keep.shape[0])
-
-    def correct(self, topk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(top-1 in the set, any of the top 5 in the set) for the kept rows of ``topk`` (N x K)."""
-        if topk.shape[0] != self.n_images:
-            raise ValueError(f"Truth.correct: {topk.shape[0]} prediction rows for {self.n_images} labelled rows")
-        top5 = np.asarray(topk)[self.keep, :5]
-        hit = self.sets[:, :, None] == top5[:, None, :]  # n x L x 5
-        return hit[:, :, 0].any(axis=1), hit.any(axis=(1, 2))
-
-    def classes(self, row: int) -> list[int]:
-        """The accepted classes of kept row ``row``."""
-        return [int(c) for c in self.sets[row] if c >= 0]
 
 
 def truth_for(paths: Sequence[str], labels: Labels = None) -> Truth:

@@ -24,19 +24,20 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
+from zoobench_contract.backend import WEIGHTS_MOUNT
+from zoobench_contract.cli import EXIT_FAILED, EXIT_OOM, EXIT_USAGE, EXIT_WEIGHTS, PROGRESS_PREFIX
+
+from ..errors import EngineError
 from .mounts import Bind
 
-PROGRESS_PREFIX = "zoobench-progress "  # written by the contract CLI (zoobench_contract.cli)
-EXIT_CODES = {0: "ok", 1: "failed", 2: "bad input", 3: "out of memory", 4: "weights unavailable"}
+EXIT_CODES = {0: "ok", EXIT_FAILED: "failed", EXIT_USAGE: "bad input", EXIT_OOM: "out of memory",
+              EXIT_WEIGHTS: "weights unavailable"}
 IMAGE_UID = 1000  # the non-root user of every runner image (images/*/Dockerfile)
 PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a pool per core
 LABEL, LABEL_RESULTS, LABEL_RUN = "zoobench", "zoobench.results", "zoobench.run"
 LABEL_ROLE = "zoobench.role"  # "model" (predict run) or "pixel-cache" (predict cache)
 EXIT_CANCELLED = 130
-
-
-class EngineError(RuntimeError):
-    """The Docker engine is unreachable or refused a request; one actionable line."""
+EXIT_TIMEOUT = 124  # as timeout(1): the container ran past its job's timeout_s
 
 
 RUNTIMES = ("docker", "podman")
@@ -195,7 +196,7 @@ class ContainerResult:
 
 def _mounts(binds: list[Bind], out_dir: Path | None, weights_dir: Path, weights_writable: bool) -> list[Any]:
     mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=True) for b in binds]
-    mounts.append(docker.types.Mount("/weights", str(weights_dir.resolve()), type="bind",
+    mounts.append(docker.types.Mount(WEIGHTS_MOUNT, str(weights_dir.resolve()), type="bind",
                                      read_only=not weights_writable))
     if out_dir is not None:
         mounts.append(docker.types.Mount("/out", str(out_dir.resolve()), type="bind", read_only=False))
@@ -216,6 +217,82 @@ def _wait(container: Any, timeout_s: float, cancel: threading.Event | None) -> t
             return int(status.get("StatusCode", 1)), False, False
         except (requests.exceptions.RequestException, TimeoutError):
             continue
+
+
+def _create(client: docker.DockerClient, image: str, args: list[str], mounts: list[Any], network: str,
+            labels: dict[str, str] | None, settings: dict[str, Any]) -> Any:
+    """A created (not started) container of ``image``; EngineError when the engine refuses it."""
+    try:
+        return client.containers.create(
+            image, command=args, mounts=mounts, network_mode=network, user=container_user(),
+            labels={LABEL: "1", **(labels or {})}, **settings,
+        )
+    except ImageNotFound:
+        raise EngineError(f"image {image} is not built; run `zoobench images build`") from None
+    except APIError as exc:
+        raise EngineError(f"docker refused to create a container of {image}: {exc.explanation or exc}") from None
+
+
+def _take_line(line: str, state: dict[str, Any], on_progress: Callable[[dict[str, Any]], None] | None) -> None:
+    """Keep a progress record (and pass it on) or an ``error:`` line of the log in ``state``."""
+    if line.startswith(PROGRESS_PREFIX):
+        try:
+            state["progress"] = json.loads(line[len(PROGRESS_PREFIX):])
+        except json.JSONDecodeError:
+            return
+        if on_progress:
+            on_progress(state["progress"])
+    elif line.startswith("error: "):
+        state["error"] = line[len("error: "):]
+
+
+def _follow_logs(container: Any, log_path: Path, state: dict[str, Any],
+                 on_progress: Callable[[dict[str, Any]], None] | None) -> None:
+    """Copy the container's log into ``log_path`` while it runs, reading each line into ``state``."""
+    try:
+        log: Any = open(log_path, "w")
+    except OSError:
+        log = None  # a results folder that cannot take the log (full disk) does not stop the run
+    try:
+        for raw in container.logs(stream=True, follow=True):
+            for line in raw.decode(errors="replace").splitlines():
+                if log is not None:
+                    try:
+                        log.write(line + "\n")
+                        log.flush()
+                    except OSError:
+                        log = None
+                _take_line(line, state, on_progress)
+    except (DockerException, requests.exceptions.RequestException):
+        pass  # the container was removed under us (Ctrl-C): its exit code tells what happened
+    finally:
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
+
+
+def _start_and_wait(container: Any, image: str, timeout_s: float, cancel: threading.Event | None,
+                    follow: Callable[[], None]) -> tuple[int, bool, bool]:
+    """Start it, ``follow`` its log, wait (killed past the timeout or on a cancel): (code, timed out, cancelled)."""
+    try:
+        container.start()
+    except APIError as exc:
+        raise EngineError(f"docker refused to start {image}: {exc.explanation or exc}") from None
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    code, timed_out, cancelled = _wait(container, timeout_s, cancel)
+    if code is None:
+        with contextlib.suppress(DockerException):
+            container.kill()
+        code = EXIT_CANCELLED if cancelled else EXIT_TIMEOUT
+    follower.join(timeout=10)
+    return code, timed_out, cancelled
+
+
+def _remove(container: Any) -> None:
+    """Remove the container and its anonymous volumes, whatever state it is in."""
+    with contextlib.suppress(DockerException):
+        container.remove(force=True, v=True)
 
 
 def predict_in_container(
@@ -246,65 +323,15 @@ def predict_in_container(
         settings["device_requests"] = [docker.types.DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])]
     if cancel is not None and cancel.is_set():
         return ContainerResult(EXIT_CANCELLED, 0.0, False, log_path, cancelled=True)
-    try:
-        container = client.containers.create(
-            image, command=args, mounts=_mounts(binds, out_dir, weights_dir, weights_writable),
-            network_mode=network, user=container_user(),
-            labels={LABEL: "1", **(labels or {})}, **settings,
-        )
-    except ImageNotFound:
-        raise EngineError(f"image {image} is not built; run `zoobench images build`") from None
-    except APIError as exc:
-        raise EngineError(f"docker refused to create a container of {image}: {exc.explanation or exc}") from None
-
+    container = _create(client, image, args, _mounts(binds, out_dir, weights_dir, weights_writable), network,
+                        labels, settings)
     state: dict[str, Any] = {"error": None, "progress": {}}
-
-    def follow_logs() -> None:
-        try:
-            log: Any = open(log_path, "w")
-        except OSError:
-            log = None  # a results folder that cannot take the log (full disk) does not stop the run
-        try:
-            for raw in container.logs(stream=True, follow=True):
-                for line in raw.decode(errors="replace").splitlines():
-                    if log is not None:
-                        try:
-                            log.write(line + "\n")
-                            log.flush()
-                        except OSError:
-                            log = None
-                    if line.startswith(PROGRESS_PREFIX):
-                        try:
-                            state["progress"] = json.loads(line[len(PROGRESS_PREFIX):])
-                        except json.JSONDecodeError:
-                            continue
-                        if on_progress:
-                            on_progress(state["progress"])
-                    elif line.startswith("error: "):
-                        state["error"] = line[len("error: "):]
-        except (DockerException, requests.exceptions.RequestException):
-            pass  # the container was removed under us (Ctrl-C): its exit code tells what happened
-        finally:
-            if log is not None:
-                with contextlib.suppress(OSError):
-                    log.close()
-
     start = time.monotonic()
     try:
         if cancel is not None and cancel.is_set():
             return ContainerResult(EXIT_CANCELLED, 0.0, False, log_path, cancelled=True)
-        try:
-            container.start()
-        except APIError as exc:
-            raise EngineError(f"docker refused to start {image}: {exc.explanation or exc}") from None
-        follower = threading.Thread(target=follow_logs, daemon=True)
-        follower.start()
-        code, timed_out, cancelled = _wait(container, timeout_s, cancel)
-        if code is None:
-            with contextlib.suppress(DockerException):
-                container.kill()
-            code = EXIT_CANCELLED if cancelled else 124
-        follower.join(timeout=10)
+        code, timed_out, cancelled = _start_and_wait(
+            container, image, timeout_s, cancel, lambda: _follow_logs(container, log_path, state, on_progress))
         oom = False
         if code == 137 and not (timed_out or cancelled):
             with contextlib.suppress(DockerException):
@@ -316,8 +343,7 @@ def predict_in_container(
         return ContainerResult(code, time.monotonic() - start, timed_out, log_path, state["error"], state["progress"],
                                timeout_s=timeout_s, oom_killed=oom, cancelled=cancelled)
     finally:
-        with contextlib.suppress(DockerException):
-            container.remove(force=True, v=True)
+        _remove(container)
 
 
 def remove_containers(client: docker.DockerClient, results: str, keep_run: str | None = None) -> int:
@@ -366,8 +392,7 @@ def predict_json(client: docker.DockerClient, image: str, verb: str) -> Any:
     except (APIError, requests.exceptions.RequestException) as exc:
         raise EngineError(f"the engine refused `predict {verb}` in {image}: {getattr(exc, 'explanation', None) or exc}") from None
     finally:
-        with contextlib.suppress(DockerException):
-            container.remove(force=True, v=True)
+        _remove(container)
     try:
         return json.loads(raw)
     except ValueError:

@@ -20,17 +20,14 @@ from typing import Any, Callable
 from docker.errors import DockerException, ImageNotFound
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from .images import image_exists, tag_file_stem
+from ..errors import ImageStoreError, first_line
+from .build import image_exists, tag_file_stem
 
 SUFFIX = ".tar"
 CHUNK = 8 << 20
 MAX_META = 16 << 20  # a manifest.json / index.json larger than this is no docker save's
 NAME_ANNOTATION = "io.containerd.image.name"  # an OCI index entry's image name (docker.io/NAME:TAG)
 _DIGEST = re.compile(r"([0-9a-f]{64})(\.json)?$")  # Config: "<hex>.json" or "blobs/sha256/<hex>"
-
-
-class ImageStoreError(RuntimeError):
-    """An image cannot be exported or loaded (the message is one line naming the file and the fix)."""
 
 
 class _SavedImage(BaseModel):
@@ -72,8 +69,7 @@ def tar_name(tag: str) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    text = str(getattr(exc, "explanation", None) or exc).strip()
-    return (text.splitlines()[0][:200] if text else type(exc).__name__)
+    return first_line(getattr(exc, "explanation", None) or exc, type(exc).__name__)[:200]
 
 
 def _not_an_image(path: Path, why: str) -> ImageStoreError:

@@ -1,0 +1,86 @@
+"""What the bench knows about each runner image, cached per image tag under ``.cache/models``.
+
+An image's tag is a content hash, so its `predict list`, `predict info` and image id never change
+for that tag: each is asked once of a container and kept as ``<tag-stem>.json``, ``.info.json`` and
+``.id.json``. A host without a container engine (a Slurm login node, ``k8s render``) plans from
+these files alone; ``client=None`` means such a host, and a missing fact is one line saying how to
+cache it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from zoobench_contract.outputs import write_json
+
+from ..errors import BenchError
+from ..images import build as images
+from ..images import manifest as image_manifest
+from ..paths import MANIFEST_DIR, MODELS_CACHE, ROOT
+from . import containers
+
+
+def image_tags(manifest_dir: Path = MANIFEST_DIR, variant: str = "cpu") -> dict[str, str]:
+    """image name -> its content-hash tag for ``variant``, from ``manifest_dir/images.yaml``."""
+    specs = image_manifest.load_manifest(manifest_dir / "images.yaml")
+    return {name: images.image_tag(spec, variant, ROOT) for name, spec in specs.items()}
+
+
+def predict_cache_file(tag: str, command: str = "list") -> Path:
+    """Where an image's `predict list` (or `info`) is cached, per tag: tags are content hashes."""
+    suffix = "" if command == "list" else f".{command}"
+    return MODELS_CACHE / f"{images.tag_file_stem(tag)}{suffix}.json"
+
+
+def cached_listing(tag: str) -> list[dict[str, Any]] | None:
+    """The cached `predict list` of an image tag, or None when no run has listed that image yet."""
+    cache = predict_cache_file(tag)
+    return json.loads(cache.read_text()) if cache.is_file() else None
+
+
+def no_engine(tag: str, what: str) -> BenchError:
+    """The one line for a fact of ``tag`` that is not cached on a host without an engine."""
+    image = tag.split(":")[0].rsplit("/", 1)[-1]
+    return BenchError(f"no container engine here and no cached {what} of {tag} in {MODELS_CACHE}; run "
+                      f"`zoobench models {image}` once on a host with the images (the cache is shared), then again")
+
+
+def image_id(client: Any, tag: str) -> str:
+    """The id of the image ``tag`` (it must be built), remembered per tag for hosts without an engine."""
+    cache = predict_cache_file(tag, "id")
+    if client is None:
+        if not cache.is_file():
+            raise no_engine(tag, "image id")
+        return str(json.loads(cache.read_text())["id"])
+    found = containers.require_image(client, tag).id
+    if not cache.is_file() or json.loads(cache.read_text()).get("id") != found:
+        write_json(cache, {"id": found})
+    return found
+
+
+def cached_predict_json(client: Any, tag: str, command: str) -> Any:
+    """`predict COMMAND` (list, info) of an image, run once per tag and cached atomically (a bench
+    reading it while another writes it never sees half a file)."""
+    cache = predict_cache_file(tag, command)
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    if client is None:
+        raise no_engine(tag, f"`predict {command}`")
+    containers.require_image(client, tag)  # "not built" in one line, never a pull from a registry
+    answer = containers.predict_json(client, tag, command)
+    write_json(cache, answer)
+    return answer
+
+
+def served_models(client: Any, tag: str) -> dict[str, dict[str, Any]]:
+    """The image's `predict list` as name -> spec, cached per image tag."""
+    return {m["name"]: m for m in cached_predict_json(client, tag, "list")}
+
+
+def pillow_version(client: Any, tag: str) -> str:
+    """The Pillow version of an image (what its pixel crops depend on)."""
+    version = cached_predict_json(client, tag, "info").get("pillow")
+    if not version:
+        raise BenchError(f"`predict info` of {tag} names no Pillow version; rebuild the image")
+    return str(version)

@@ -1,0 +1,16 @@
+"""Where things live on the host, defined once: the checkout root and the folders below it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (the image builds, manifests and caches are below it)
+CACHE = ROOT / ".cache"
+MANIFEST_DIR = ROOT / "manifests"
+MODELS_CACHE = CACHE / "models"  # each image's cached `predict list`/`info`/image id, per tag
+WEIGHTS_CACHE = CACHE / "weights"
+PIXEL_CACHE = CACHE / "pixels"  # default pixel cache root (ZOOBENCH_PIXEL_CACHE overrides it)
+DATASCAN_CACHE = CACHE / "datascan"
+SAMPLE_DATA = CACHE / "sample"
+LOGS = CACHE / "logs"
+RESULTS = ROOT / "results"
+K8S = ROOT / "k8s"

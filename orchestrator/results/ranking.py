@@ -1,0 +1,265 @@
+"""Score finished runs (predictions.npz + run.json) against ground truth and rank them; ``run_rank`` prints
+the ranking in one of the formats of :mod:`.tables`."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from zoobench_contract.outputs import PREDICTIONS_FILE, RUN_FILE
+
+from ..bench.layout import LOGS_DIR, OLD_SUFFIX, PARTIAL_SUFFIX
+from ..errors import LabelError, RankError, first_line
+from .labels import Labels, truth_for
+from .records import ALPHA, ModelResult, RankRow
+from .stats import competition_rank, mcnemar_paired, wilson
+from .tables import FORMATS, format_csv, format_json, format_markdown, format_table
+from .truth import Truth
+
+SKIP_SUFFIXES = (PARTIAL_SUFFIX, OLD_SUFFIX)
+SKIP_NAMES = {LOGS_DIR}
+N_CLASSES = 1000
+
+
+ERRORS = (RankError, LabelError)
+
+
+# ---------------------------------------------------------------- loading
+
+def _skipped(name: str) -> bool:
+    return name in SKIP_NAMES or name.startswith(".") or name.endswith(SKIP_SUFFIXES)
+
+
+def find_runs(results_dir: Path) -> list[Path]:
+    """Run folders (holding run.json or predictions.npz) at any depth below ``results_dir``, or
+    ``results_dir`` itself; a run folder is not searched further, and logs/, hidden, ``*.partial``
+    and ``*.old`` folders are skipped."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(results_dir):
+        if RUN_FILE in files or PREDICTIONS_FILE in files:
+            found.append(Path(top))
+            dirs[:] = []
+        else:
+            dirs[:] = sorted(d for d in dirs if not _skipped(d))
+    return sorted(found)
+
+
+def run_name(results_dir: Path, run_dir: Path) -> str:
+    """A run's name: its folder's path below ``results_dir`` ("pytorch-resnet50", "gpu/keras-vgg16")."""
+    rel = run_dir.relative_to(results_dir).as_posix()
+    return run_dir.name if rel == "." else rel
+
+
+def run_field(run: dict[str, Any], path: str, where: Path) -> Any:
+    value: Any = run
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise RankError(f"{where}: field {path!r} is missing; re-run this model (the file predates the contract)")
+        value = value[key]
+    return value
+
+
+def read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RankError(f"{path}: unreadable ({type(exc).__name__}); delete the run folder and re-run it") from None
+    if not isinstance(run, dict):
+        raise RankError(f"{path}: not a JSON object; delete the run folder and re-run it")
+    if run.get("schema_version") != 1:
+        raise RankError(f"{path}: schema_version {run.get('schema_version')!r}, this zoobench reads 1; "
+                        "re-run the model with a matching image")
+    return run
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``paths``, ``topk_indices`` and ``topk_scores`` of a predictions.npz, checked; the scores are None
+    when absent or not float N x K (ranking does not need them)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("paths", "topk_indices") if k not in z.files]
+            if missing:
+                raise RankError(f"{path}: array {missing[0]!r} is missing; re-run this model")
+            paths, topk = z["paths"], z["topk_indices"]
+            scores = z["topk_scores"] if "topk_scores" in z.files else None
+    except RankError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable npz is one user-facing line
+        first = first_line(exc)
+        raise RankError(f"{path}: unreadable ({type(exc).__name__}: {first}); delete the run folder and re-run it") \
+            from None
+    if paths.ndim != 1 or paths.dtype.kind != "U":
+        raise RankError(f"{path}: 'paths' must be a 1-D unicode array; re-run this model")
+    if topk.ndim != 2 or topk.shape[0] != paths.shape[0] or topk.shape[1] < 5 or topk.dtype.kind not in "iu":
+        raise RankError(f"{path}: 'topk_indices' must be integer N x K with N = {paths.shape[0]} and K >= 5 "
+                        f"(got {topk.dtype} {topk.shape}); re-run this model")
+    if scores is not None and (scores.shape != topk.shape or scores.dtype.kind != "f"):
+        scores = None
+    bad = _bad_row(topk, scores)
+    if bad is not None:
+        row, why = bad
+        raise RankError(f"{path}: row {row} ({paths[row]}) {why}; the run is unusable, delete the run folder and "
+                        "re-run it")
+    return paths, topk, scores
+
+
+def _bad_row(topk: np.ndarray, scores: np.ndarray | None) -> tuple[int, str] | None:
+    """The first row of a top-k that is no ranking of distinct ImageNet classes with finite scores."""
+    outside = ((topk < 0) | (topk >= N_CLASSES)).any(axis=1)
+    ordered = np.sort(topk, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    infinite = ~np.isfinite(scores).all(axis=1) if scores is not None else np.zeros(len(topk), bool)
+    rows = np.flatnonzero(outside | repeated | infinite)
+    if rows.size == 0:
+        return None
+    i = int(rows[0])
+    if outside[i]:
+        cls = int(next(c for c in topk[i] if not 0 <= c < N_CLASSES))
+        return i, f"holds class {cls}, outside the ImageNet classes 0..{N_CLASSES - 1}"
+    if repeated[i]:
+        cls = int(ordered[i, 1:][ordered[i, 1:] == ordered[i, :-1]][0])
+        return i, f"repeats class {cls} in its top-{topk.shape[1]}"
+    return i, f"has a non-finite score ({next(s for s in scores[i] if not np.isfinite(s))})"  # type: ignore[index]
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    paths, topk, _ = read_predictions(path)
+    return paths, topk
+
+
+def _same_images(first: tuple[str, str, np.ndarray], other: tuple[str, str, np.ndarray]) -> None:
+    (name_a, digest_a, paths_a), (name_b, digest_b, paths_b) = first, other
+    why = ""
+    if digest_a != digest_b:
+        why = f"data digest {digest_a[:19]}... vs {digest_b[:19]}..."
+    elif paths_a.shape != paths_b.shape:
+        why = f"{paths_a.shape[0]} vs {paths_b.shape[0]} images"
+    elif not np.array_equal(paths_a, paths_b):
+        why = "different image path lists"
+    if why:
+        raise RankError(f"runs {name_a!r} and {name_b!r} were evaluated on different image sets ({why}); "
+                        "rank them in separate results folders or re-run one on the same data")
+
+
+def run_precision(run: dict[str, Any]) -> str:
+    """The precision a run was made at (runs that predate ``--precision`` were fp32)."""
+    return str(run.get("precision") or "fp32")
+
+
+def _same_precision(loaded: list[tuple[str, Path, dict[str, Any], np.ndarray]]) -> None:
+    found: dict[str, list[str]] = {}
+    for name, _, run, _ in loaded:
+        found.setdefault(run_precision(run), []).append(name)
+    if len(found) > 1:
+        listed = "; ".join(f"{p}: {len(names)} run(s), e.g. {names[0]!r}" for p, names in sorted(found.items()))
+        raise RankError(f"runs of different precisions ({listed}); rank them in separate results folders "
+                        "or pass --mixed-precision")
+
+
+def load_results(results_dir: Path, labels: Labels = None,
+                 mixed_precision: bool = False) -> tuple[list[ModelResult], list[str]]:
+    """Score every finished run below ``results_dir``; returns (results, notes on runs not ranked).
+    ``labels``: a labels CSV, ``"real"`` (ReaL labels) or None (synset folders).
+    Runs of different precisions are refused unless ``mixed_precision``."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise RankError(f"results folder {results_dir} does not exist; "
+                        "run `zoobench run` first or pass the right folder")
+    notes: list[str] = []
+    loaded: list[tuple[str, Path, dict[str, Any], np.ndarray]] = []
+    reference: tuple[str, str, np.ndarray] | None = None
+    for run_dir in find_runs(results_dir):
+        name = run_name(results_dir, run_dir)
+        run_path, pred_path = run_dir / RUN_FILE, run_dir / PREDICTIONS_FILE
+        if not run_path.is_file():
+            notes.append(f"{name}: predictions.npz without run.json; not ranked (re-run it)")
+            continue
+        run = read_run_json(run_path)
+        status = run.get("status")
+        if status != "ok":
+            reason = run.get("reason") or run.get("error") or ""
+            notes.append(f"{name}: status {status!r}{': ' + str(reason) if reason else ''}; not ranked")
+            continue
+        if not pred_path.is_file():
+            raise RankError(f"{pred_path} is missing although run.json says ok; re-run this model with --force")
+        paths, topk = _read_predictions(pred_path)
+        if isinstance(run.get("n_images"), int) and run["n_images"] != paths.shape[0]:
+            raise RankError(f"{run_path}: n_images {run['n_images']} but predictions.npz holds {paths.shape[0]} "
+                            "rows; re-run this model")
+        digest = str(run_field(run, "data.digest", run_path))
+        this = (name, digest, paths)
+        if reference is None:
+            reference = this
+        else:
+            _same_images(reference, this)
+        loaded.append((name, run_dir, run, topk))
+    if not loaded:
+        extra = f" ({len(notes)} run(s) did not finish; first: {notes[0]})" if notes else ""
+        raise RankError(f"no finished runs in {results_dir}; run `zoobench run` first{extra}")
+    assert reference is not None
+    if not mixed_precision:
+        _same_precision(loaded)
+    truth = truth_for(reference[2].tolist(), labels)
+    return [_score(name, run_dir, run, topk, truth) for name, run_dir, run, topk in loaded], notes
+
+
+def _score(name: str, run_dir: Path, run: dict[str, Any], topk: np.ndarray, truth: Truth) -> ModelResult:
+    where = run_dir / RUN_FILE
+    correct1, correct5 = truth.correct(topk)
+    n = truth.n
+    k1, k5 = int(correct1.sum()), int(correct5.sum())
+    weights = run_field(run, "weights", where)
+    ips = run.get("images_per_second")
+    return ModelResult(
+        run=name, run_dir=run_dir,
+        framework=str(run_field(run, "framework", where)), framework_version=str(run.get("framework_version") or ""),
+        model=str(run_field(run, "model", where)),
+        weights=str(weights.get("kind", "?") if isinstance(weights, dict) else weights),
+        n=n, acc1=k1 / n if n else 0.0, acc5=k5 / n if n else 0.0, ci1=wilson(k1, n), ci5=wilson(k5, n),
+        images_per_second=float(ips) if isinstance(ips, (int, float)) and ips > 0 else None,
+        data_digest=str(run_field(run, "data.digest", where)), device=str(run.get("device") or ""),
+        batch_size=run.get("batch_size"), precision=run_precision(run), correct1=correct1, correct5=correct5,
+        labels=truth.kind, n_images=truth.n_images,
+    )
+
+
+# ---------------------------------------------------------------- ranking
+
+def rank_results(results: list[ModelResult]) -> list[RankRow]:
+    """Rows by Acc@1 (then Acc@5) descending, competition ranks, exact McNemar against the next row."""
+    ordered = sorted(results, key=lambda r: (-int(r.correct1.sum()), -int(r.correct5.sum()),
+                                             r.platform, r.model, r.run))
+    rank1 = competition_rank([int(r.correct1.sum()) for r in ordered])
+    rank5 = competition_rank([int(r.correct5.sum()) for r in ordered])
+    rows = []
+    for i, r in enumerate(ordered):
+        p = mcnemar_paired(r.correct1, ordered[i + 1].correct1) if i + 1 < len(ordered) else None
+        rows.append(RankRow(r, rank1[i], rank5[i], p, None if p is None else p < ALPHA))
+    return rows
+
+
+rank = rank_results  # the name the issue uses
+
+
+def run_rank(results_dir: Path, labels: Labels, fmt: str, console: Console,
+             mixed_precision: bool = False) -> list[RankRow]:
+    """Load, score and rank RESULTS_DIR; print it as ``fmt`` (table|markdown|csv|json|none) on ``console``.
+    ``labels``: a labels CSV, ``"real"`` or None (synset folders)."""
+    if fmt not in FORMATS:
+        raise RankError(f"unknown format {fmt!r}; use one of {'|'.join(FORMATS[:-1])}")
+    results, notes = load_results(Path(results_dir), labels, mixed_precision)
+    rows = rank_results(results)
+    if fmt == "table":
+        console.print(format_table(rows, console.width))
+    elif fmt != "none":
+        text = {"markdown": format_markdown, "csv": format_csv, "json": format_json}[fmt](rows)
+        console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True, emoji=False)
+    if notes:
+        err = Console(stderr=True)
+        for note in notes:
+            err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    return rows

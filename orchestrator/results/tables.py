@@ -1,0 +1,212 @@
+"""The ranking's output formats: a rich table that fits the terminal, Markdown, CSV and JSON, with
+their shared cells, headers, title and caption."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from .labels import REAL
+from .records import ALPHA, RankRow
+
+FORMATS = ("table", "markdown", "csv", "json", "none")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.3f}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    if p == 0.0:
+        return "<1e-300"
+    return f"{p:.3g}" if p >= 1e-3 else f"{p:.2e}"
+
+
+def fmt_ips(ips: float | None) -> str:
+    return "" if ips is None else f"{ips:.1f}"
+
+
+CAPTION = ("95% CI: Wilson. p vs next: exact McNemar test on Acc@1 against the row below; "
+           f"* = significant (p < {ALPHA}). Weights 'random' = untrained baseline.")
+
+
+def is_real(rows: list[RankRow]) -> bool:
+    """True when the rows are scored against the ReaL labels."""
+    return bool(rows) and rows[0].result.labels == REAL
+
+
+def real_note(rows: list[RankRow]) -> str:
+    """One sentence on what ReaL scoring means and how many images it scored ("" for the usual labels)."""
+    if not is_real(rows):
+        return ""
+    r = rows[0].result
+    return (f"ReaL labels (Beyer et al. 2020): right = the prediction is in the image's set of reassessed labels; "
+            f"{r.n} of {r.n_images} images have one and are scored.")
+
+
+def caption(rows: list[RankRow]) -> str:
+    text = CAPTION.replace("on Acc@1", "on ReaL Acc@1") if is_real(rows) else CAPTION
+    return " ".join(t for t in (real_note(rows), text) if t)
+
+
+def title(rows: list[RankRow]) -> str:
+    r = rows[0].result if rows else None
+    if r is not None and r.labels == REAL:
+        return f"ImageNet ranking, ReaL labels ({r.n} of {r.n_images} images)"
+    return f"ImageNet ranking ({r.n if r else 0} images)"
+
+
+def text_cells(row: RankRow) -> list[str]:
+    r = row.result
+    sig = "" if row.p_vs_next is None else (" *" if row.significant_vs_next else "")
+    return [str(row.rank1), str(row.rank5), r.platform, r.model, r.weights, r.precision, str(r.n),
+            pct(r.acc1), f"{pct(r.ci1[0])}-{pct(r.ci1[1])}", pct(r.acc5), f"{pct(r.ci5[0])}-{pct(r.ci5[1])}",
+            fmt_ips(r.images_per_second), fmt_p(row.p_vs_next) + sig]
+
+
+TEXT_HEADERS = ("Platform", "Model", "Weights", "Precision")
+HEADERS = ["Rank@1", "Rank@5", "Platform", "Model", "Weights", "Precision", "N", "Acc@1 %", "Acc@1 95% CI",
+           "Acc@5 %", "Acc@5 95% CI", "img/s", "p vs next"]
+
+
+def headers(rows: list[RankRow]) -> list[str]:
+    """HEADERS, with the accuracy columns named ReaL Acc@k for ReaL rows."""
+    return [h.replace("Acc@", "ReaL Acc@") for h in HEADERS] if is_real(rows) else list(HEADERS)
+
+
+def format_table(rows: list[RankRow], width: int | None = None) -> Table:
+    """A rich table that fits ``width`` where it can: full, then without CI columns, then compact
+    (framework names with a version legend, default columns dropped, one line per row)."""
+    wide = Console(width=10_000)
+
+    def measure(table: Table) -> int:
+        return Measurement.get(wide, wide.options, table).maximum
+
+    for layout in ("full", "no-ci", "compact"):
+        table = _build_table(rows, layout)
+        if width is None or measure(table) <= width:
+            return table
+    # Still too wide: cut the longest model names (with an ellipsis) rather than wrap a row.
+    longest = max((len(r.result.model) for r in rows), default=0)
+    excess = measure(table) - width
+    return _build_table(rows, "compact", model_width=max(6, longest - excess))
+
+
+SHORT = {"Rank@1": "#1", "Rank@5": "#5", "Acc@1 %": "Acc@1", "Acc@5 %": "Acc@5", "p vs next": "p next",
+         "Precision": "Prec", "ReaL Acc@1 %": "ReaL@1", "ReaL Acc@5 %": "ReaL@5", "Platform": "Framework"}
+
+
+def _short_version(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
+def _compact_platforms(rows: list[RankRow]) -> tuple[list[str], str]:
+    """Platform cells for the compact layout and their legend: the framework alone when it has one
+    version in the table, else the framework and its version without the local part (+cu130)."""
+    versions: dict[str, set[str]] = {}
+    for row in rows:
+        versions.setdefault(row.result.framework, set()).add(row.result.framework_version)
+    cells = [r.result.framework if len(versions[r.result.framework]) == 1
+             else f"{r.result.framework} {_short_version(r.result.framework_version)}".strip() for r in rows]
+    legend = "; ".join(f"{fw} {', '.join(sorted(v for v in vs if v)) or '(version unknown)'}"
+                       for fw, vs in sorted(versions.items()))
+    return cells, f"Versions: {legend}."
+
+
+def _build_table(rows: list[RankRow], layout: str, model_width: int | None = None) -> Table:
+    names = headers(rows)
+    text = caption(rows)
+    drop = {"N"}
+    platforms = [r.result.platform for r in rows]
+    if layout != "full":
+        drop |= {h for h in names if "CI" in h}
+        text = text.replace("95% CI: Wilson. ", "(Widen the terminal for 95% CIs.) ")
+    if layout == "compact":
+        platforms, legend = _compact_platforms(rows)
+        text = f"#1/#5 = Rank@1/Rank@5; accuracies in %. {legend} " + text
+        if all(r.result.weights == "imagenet" for r in rows):
+            drop.add("Weights")
+        if all(r.result.precision == "fp32" for r in rows):
+            drop.add("Precision")
+        if all(r.result.images_per_second is None for r in rows):
+            drop.add("img/s")
+        table = Table(title=title(rows), caption=text, box=box.SIMPLE_HEAD, show_edge=False, padding=0,
+                      collapse_padding=True)
+    else:
+        table = Table(title=title(rows), caption=text)
+    keep = [i for i, h in enumerate(names) if h not in drop]
+    for i in keep:
+        text_col = HEADERS[i] in TEXT_HEADERS
+        if layout == "compact":  # one line per row, whatever the width
+            table.add_column(SHORT.get(names[i], names[i]), justify="left" if text_col else "right",
+                             no_wrap=True, overflow="ellipsis",
+                             max_width=model_width if HEADERS[i] == "Model" else None)
+        else:
+            table.add_column(names[i], justify="left" if text_col else "right", overflow="fold", no_wrap=not text_col)
+    for row, platform in zip(rows, platforms):
+        cells = [Text(c) for c in text_cells(row)]
+        cells[2] = Text(platform)
+        if row.result.weights == "random":
+            cells[4].stylize("bold red")
+        elif row.result.weights != "imagenet":
+            cells[4].stylize("yellow")
+        if row.result.precision != "fp32":
+            cells[5].stylize("yellow")
+        table.add_row(*(cells[i] for i in keep), style="dim" if row.result.weights == "random" else None)
+    return table
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&!$])")
+
+
+def md_escape(text: str) -> str:
+    """``text`` (a model, framework or run name from a file) as literal Markdown text, also inside a
+    table cell: the characters that make emphasis, code, links, HTML, headings, math or a cell border
+    are backslash-escaped, line breaks become spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def format_markdown(rows: list[RankRow]) -> str:
+    names = headers(rows)
+    lines = ["| " + " | ".join(names) + " |",
+             "|" + "|".join("---:" if h not in TEXT_HEADERS else "---" for h in HEADERS) + "|"]
+    lines += ["| " + " | ".join(md_escape(c) for c in text_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n\n" + caption(rows) + "\n"
+
+
+CSV_FIELDS = ["rank1", "rank5", "platform", "model", "weights", "precision", "n", "acc1_pct", "acc1_ci_low_pct",
+              "acc1_ci_high_pct", "acc5_pct", "acc5_ci_low_pct", "acc5_ci_high_pct", "images_per_second",
+              "p_vs_next", "significant_vs_next", "run", "labels", "n_images"]
+
+
+def format_csv(rows: list[RankRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        r = row.result
+        writer.writerow([row.rank1, row.rank5, r.platform, r.model, r.weights, r.precision, r.n, pct(r.acc1),
+                         pct(r.ci1[0]), pct(r.ci1[1]), pct(r.acc5), pct(r.ci5[0]), pct(r.ci5[1]),
+                         fmt_ips(r.images_per_second),
+                         "" if row.p_vs_next is None else f"{row.p_vs_next:.6g}",
+                         "" if row.significant_vs_next is None else str(row.significant_vs_next).lower(), r.run,
+                         r.labels, r.n_images])
+    return buf.getvalue()
+
+
+def format_json(rows: list[RankRow]) -> str:
+    def clean(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+    return json.dumps([clean(row.to_dict()) for row in rows], indent=2)
