@@ -3,11 +3,11 @@ PYTHON  ?= python3
 VENV    := .venv
 ZB      := $(VENV)/bin/zoobench
 PROFILE ?= sample
-VARIANT ?= $(if $(GPUS),cuda,cpu)
+VARIANT ?= $(if $(GPUS),cuda,cpu)  # or per image: VARIANT=cuda,mxnet=cpu (mxnet's models on the CPU)
 DATA    ?=
 GPUS    ?=
 
-.PHONY: install docker images bench test test-unit benchmark benchmark-suite benchmark-slurm lock clean
+.PHONY: install docker images bench test test-unit benchmark benchmark-suite benchmark-slurm gpu-check lock clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,15 @@ benchmark: install docker images
 
 benchmark-suite: install docker images
 	$(VENV)/bin/python tests/benchmarks/bench_suite.py
+
+# GPU check (a script, not a test; docs/performance.md "GPU check"): the seed profile's PyTorch and Keras
+# models on a synthetic 1,000-image folder at fp32, tf32 and bf16 on one GPU, printed as a Markdown table
+# (img/s end to end and compute-only, peak GPU memory, top-1 agreement with fp32). Needs the cuda images
+# (`make images GPUS=0`); without a GPU it says so in one line and exits 2. GPU_CHECK_ARGS passes options
+# (--gpu 1, --model resnet18, --precision bf16, --no-docker: predict run directly, PyTorch only).
+GPU_CHECK_ARGS ?=
+gpu-check: install
+	$(VENV)/bin/python tests/benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 benchmark-slurm: install docker images
 	eval "$$(bash tests/slurm/cluster.sh up | grep '^export SLURM_CONF=')" && $(VENV)/bin/python tests/benchmarks/bench_slurm.py

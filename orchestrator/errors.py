@@ -40,6 +40,10 @@ class ImageStoreError(ZoobenchError, RuntimeError):
     """An image cannot be exported or loaded (the message is one line naming the file and the fix)."""
 
 
+class WeightsError(ZoobenchError, ValueError):
+    """Weights that cannot be exported or imported as asked (the message is one line naming the file and the fix)."""
+
+
 class EngineError(ZoobenchError, RuntimeError):
     """The Docker engine is unreachable or refused a request; one actionable line."""
 

@@ -63,7 +63,7 @@ def test_build_args_come_from_the_manifest_and_change_the_tag(repo):
     args = images.build_args(s, "cpu", repo)
     assert args == {"FRAMEWORK": "pytorch", "PYTHON": "3.11", "LOCK": "images/pytorch/requirements.lock",
                     "BASE_IMAGE": images.base_tag(repo)}
-    assert images.build_args(s, "cuda", repo)["PYTHON"] == "3.12"
+    assert images.build_args(s, "cuda", repo)["PYTHON"] == "3.11"  # the offline base's CPython, like cpu
     before = tag(repo)
     path = repo / "manifests/images.yaml"
     doc = yaml.safe_load(path.read_text())
@@ -77,7 +77,7 @@ def test_every_dockerfile_arg_is_passed_by_the_build():
     """images/Dockerfile's ARGs are the ones zoobench passes (no ARG silently left at its default)."""
     text = (ROOT / "images/Dockerfile").read_text()
     declared = set(re.findall(r"^ARG (\w+)", text, re.M))
-    passed = set(images.build_args(spec(ROOT, "mxnet"), "cpu", ROOT)) | {"WHEELS_URL", "IMAGE_TAG", "SYSTEM_PACKAGES"}
+    passed = set(images.build_args(spec(ROOT, "mxnet"), "cuda", ROOT)) | {"WHEELS_URL", "IMAGE_TAG", "SYSTEM_PACKAGES"}
     assert declared == passed, declared ^ passed
 
 
@@ -140,6 +140,10 @@ def test_variants_get_different_tags_even_with_the_same_lock(repo):
 
 
 def test_base_recipe_changes_only_offline_variants(repo):
+    path = repo / "manifests/images.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["images"]["pytorch"]["variants"]["cuda"]["base_image"] = "nvidia/cuda:13.0.1-runtime-ubuntu24.04"
+    path.write_text(yaml.safe_dump(raw))  # a public base (cuda is offline too in the real manifest)
     cpu, cuda = tag(repo, "cpu"), tag(repo, "cuda")
     base = images.base_tag(repo)
     assert re.match(r"^zoobench/base:bookworm-[0-9a-f]{12}$", base)

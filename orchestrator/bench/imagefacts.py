@@ -21,10 +21,12 @@ from ..paths import MANIFEST_DIR, MODELS_CACHE, ROOT
 from . import containers
 
 
-def image_tags(manifest_dir: Path = MANIFEST_DIR, variant: str = "cpu") -> dict[str, str]:
-    """image name -> its content-hash tag for ``variant``, from ``manifest_dir/images.yaml``."""
+def image_tags(manifest_dir: Path = MANIFEST_DIR, variant: str = "cpu",
+               overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """image name -> its content-hash tag for ``variant`` (or the image's own in ``overrides``), from
+    ``manifest_dir/images.yaml``."""
     specs = image_manifest.load_manifest(manifest_dir / "images.yaml")
-    return {name: images.image_tag(spec, variant, ROOT) for name, spec in specs.items()}
+    return {name: images.image_tag(spec, (overrides or {}).get(name, variant), ROOT) for name, spec in specs.items()}
 
 
 def predict_cache_file(tag: str, command: str = "list") -> Path:

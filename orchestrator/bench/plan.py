@@ -46,6 +46,7 @@ class Job:
     precision: str = "fp32"
     pixels: PixelConfig | None = field(default=None, compare=False)  # effective crop config; not in the request
     weights_file: str | None = field(default=None, compare=False)  # under the weights cache, when the image says
+    cpu_only: bool = False  # its image runs a CPU-only variant (--variant cuda,IMAGE=cpu): no GPU, --device cpu
 
     @property
     def run_name(self) -> str:

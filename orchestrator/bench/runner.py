@@ -144,7 +144,8 @@ class Bench:
         self.client, self.jobs, self.console, self.force = client, jobs, console, force
         self.data, self.results_dir, self.weights_dir = data, results_dir, weights_dir
         self.gpus, self.run_id = gpus, run_id
-        self.lanes = lane_plan(gpus, jobs_per_gpu)
+        # a CPU-only job (its image's cpu variant in a GPU bench) runs on one CPU lane of its own, never a GPU's
+        self.lanes = lane_plan(gpus, jobs_per_gpu) + ([(None, "cpu")] if gpus and any(j.cpu_only for j in jobs) else [])
         self.weights_binds = weights_binds or {}
         self.pixels = pixels
         self.peers = peers or []
@@ -205,9 +206,9 @@ class Bench:
     def _run(self) -> BenchSummary:
         settled, pending = self.split()
         summary = BenchSummary(list(settled))
-        todo: queue.Queue[Job] = queue.Queue()
+        todo: dict[bool, queue.Queue[Job]] = {True: queue.Queue(), False: queue.Queue()}  # key: on the CPU lane
         for job in pending:
-            todo.put(job)
+            todo[job.cpu_only or not self.gpus].put(job)
         self._prepare_pixels(pending + self.peers if pending else [])
         lock = threading.Lock()
         with progress_display(self.console) as progress:
@@ -218,7 +219,7 @@ class Bench:
                 try:
                     while not self.cancel.is_set():
                         try:
-                            job = todo.get_nowait()
+                            job = todo[gpu is None].get_nowait()
                         except queue.Empty:
                             break
                         outcome = self._guarded(job, gpu, progress, lane)

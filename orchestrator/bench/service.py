@@ -9,9 +9,7 @@ be checked is checked before the first container (or image build) starts, each a
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,15 @@ from zoobench_contract.dataset import list_images
 
 from ..engines import slurm
 from ..errors import BenchError, EngineError
+from ..images import manifest as image_manifest
 from ..images.ensure import ensure_built
 from ..manifests import get_profile, load_models
 from ..paths import DATASCAN_CACHE, MANIFEST_DIR, MODELS_CACHE, RESULTS, ROOT, SAMPLE_DATA, WEIGHTS_CACHE
-from . import containers, datascan, imagefacts, mounts, pixelcache, runlock
+from . import containers, datascan, gpus, imagefacts, mounts, pixelcache, runlock
 from .layout import log_dir
 from .plan import Job, PlanOptions, check_precision, lane_plan
 from .runner import Bench, BenchSummary, DataMount, PixelSettings
+from .variants import ImageVariants, parse_variants, runs_on_gpu
 
 ENGINES = ("local", "slurm")
 
@@ -64,10 +64,6 @@ class BenchRun:
     data: Path
 
 
-def variant_for(variant: str | None, gpus: list[str]) -> str:
-    return variant or ("cuda" if gpus else "cpu")
-
-
 def parse_gpus(text: str | None) -> list[str]:
     if not text:
         return []
@@ -100,22 +96,44 @@ def sample_data() -> Path:
 
 def visible_gpus() -> list[str]:
     """Indices of the host's NVIDIA GPUs (nvidia-smi); empty when there are none or no driver."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
-    proc = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True)
-    return [line.strip() for line in proc.stdout.splitlines() if line.strip().isdigit()] if proc.returncode == 0 else []
+    return [g.index for g in gpus.host_gpus()]
 
 
-def check_gpus(wanted: list[str]) -> None:
-    """Every ``--gpus`` index must be a GPU of this host, before any image is built."""
+def check_gpus(wanted: list[str], images: list[str], variants: ImageVariants, manifests: Path) -> None:
+    """Every ``--gpus`` index must be a GPU of this host, and every image of the bench that runs on a
+    GPU must serve each chosen one (kernels or PTX, driver new enough), before any image is built."""
     if not wanted:
         return
-    have = visible_gpus()
+    host = gpus.host_gpus()
+    have = [g.index for g in host]
     missing = [g for g in wanted if g not in have]
     if missing:
         where = f"this host has GPU(s) {','.join(have)}" if have else "no NVIDIA GPU is visible on this host (nvidia-smi)"
         raise BenchError(f"--gpus {','.join(wanted)}: {where}; drop --gpus to run on the CPU")
+    specs = image_manifest.load_manifest(manifests / "images.yaml")
+    on_gpu = [i for i in images if i in specs and runs_on_gpu(specs[i].variant(variants.of(i)))]
+    if not on_gpu:
+        raise BenchError(f"--gpus {','.join(wanted)} with --variant {variants.text()}: no image of this bench runs "
+                         "a GPU variant; drop --gpus, or pass --variant cuda")
+    chosen = [g for g in host if g.index in wanted]
+    for image in on_gpu:
+        spec = specs[image].variant(variants.of(image))
+        if spec.gpu is None:  # a GPU variant that declares no gpu: build in images.yaml: nothing to check
+            continue
+        way_out = f"--variant {variants.with_override(image, 'cpu').text()}"
+        problem = gpus.refusal(image, spec.name, spec.gpu, chosen, host, way_out)
+        if problem:
+            raise BenchError(problem)
+
+
+def bench_images(req: BenchRequest, profile: Any) -> list[str]:
+    """The images a bench can start: the profile's, narrowed by ``--model`` when every one is IMAGE/MODEL
+    (a bare model name may be any image's until the images are listed)."""
+    images = sorted(profile.models)
+    only = req.plan.only or []
+    if only and all("/" in o for o in only):
+        images = [i for i in images if any(o.split("/", 1)[0] == i for o in only)]
+    return images
 
 
 def check_weights_option(weights: str | None) -> None:
@@ -185,6 +203,9 @@ def check_request(req: BenchRequest) -> tuple[str, ...]:
     if req.engine == "slurm" and req.gpus:
         raise BenchError("--gpus picks GPUs of this host; with --engine slurm each task gets its GPU from Slurm "
                          "(--variant cuda asks for --gres gpu:1)")
+    if req.engine == "slurm" and req.variant and "," in req.variant:
+        raise BenchError(f"--variant {req.variant}: per-image variants are for runs on this host; with --engine "
+                         "slurm submit one bench per variant (e.g. --variant cpu --model IMAGE/MODEL)")
     if req.images_dir is not None and not req.images_dir.is_dir():
         raise BenchError(f"--images-dir {req.images_dir}: no such folder; fill it with `zoobench images export`")
     return sbatch_tokens
@@ -197,7 +218,7 @@ class Setup:
     profile: Any
     models: Any
     gpus: list[str]
-    variant: str
+    variants: ImageVariants
     results: Path
     data: Path | None
     data_mount: tuple[str, list[mounts.Bind]] | None
@@ -209,7 +230,8 @@ def prepare(req: BenchRequest) -> Setup:
     models_manifest = load_models(req.manifests)
     gpu_list = parse_gpus(req.gpus)
     lane_plan(gpu_list, req.jobs_per_gpu)  # --jobs-per-gpu needs --gpus: one line, before anything runs
-    check_gpus(gpu_list)
+    variants = parse_variants(req.variant, gpu_list, image_manifest.load_manifest(req.manifests / "images.yaml"))
+    check_gpus(gpu_list, bench_images(req, prof), variants, req.manifests)
     if req.data is None and prof.data != "sample":
         raise BenchError(f"profile {req.profile!r} needs ImageNet: pass --data /path/to/imagenet/val (synset folders)")
     data_mount = None
@@ -223,7 +245,7 @@ def prepare(req: BenchRequest) -> Setup:
     results = req.results or RESULTS / req.profile
     check_outside_data(req.data if req.data is not None else SAMPLE_DATA, results,
                        pixelcache.cache_root() if req.pixel_cache else None)
-    return Setup(prof, models_manifest, gpu_list, variant_for(req.variant, gpu_list), results, req.data, data_mount)
+    return Setup(prof, models_manifest, gpu_list, variants, results, req.data, data_mount)
 
 
 def run_bench(req: BenchRequest, console: Console) -> BenchRun:
@@ -264,7 +286,7 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
                                          req.slurm.gres, req.slurm.max_parallel, sbatch_tokens, req.runtime,
                                          str(req.images_dir.resolve()) if req.images_dir else None)
             summary = slurm.run_array(bench, options, f"zoobench-{req.profile}", pixels.root if pixels else None,
-                                      setup.variant == "cuda", console)
+                                      setup.variants.default == "cuda", console)
         else:
             summary = bench.run()
     finally:
@@ -274,8 +296,9 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
 
 def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) -> tuple[list[Job], dict[str, str]]:
     """Load or build the profile's images (when there is an engine), plan the jobs, and get the image
-    id of each chosen model's image."""
-    tags = imagefacts.image_tags(req.manifests, setup.variant)
+    id of each chosen model's image. A job whose image runs a CPU-only variant gets no GPU."""
+    specs = image_manifest.load_manifest(req.manifests / "images.yaml")
+    tags = imagefacts.image_tags(req.manifests, setup.variants.default, dict(setup.variants.overrides))
     needed = sorted(set(setup.profile.models))
     if req.images_dir is not None and client is not None:  # exported images first: then nothing to build
         from ..images import store
@@ -284,8 +307,11 @@ def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) 
             console.print(f"loaded {tag} from {req.images_dir}", highlight=False)
     if req.build and client is not None:
         for name in needed:
-            ensure_built(client, name, setup.variant, req.manifests, console, ROOT)
+            ensure_built(client, name, setup.variants.of(name), req.manifests, console, ROOT)
     jobs = req.plan.plan(setup.profile, setup.models, tags, lambda img: imagefacts.served_models(client, tags[img]))
+    if setup.gpus:
+        jobs = [j if runs_on_gpu(specs[j.image].variant(setup.variants.of(j.image))) else replace(j, cpu_only=True)
+                for j in jobs]
     if not jobs:
         raise BenchError(f"profile {req.profile!r} lists no models; add some in {req.manifests / 'profiles.yaml'}")
     return jobs, {tag: imagefacts.image_id(client, tag) for tag in sorted({j.tag for j in jobs})}

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoobench_contract.mirror import MIRROR_ENV
+
 from . import containers
 from .plan import Job
 
@@ -31,9 +33,11 @@ class FetchReport:
         return sum(map(len, self.failures.values()))
 
 
-def fetch_weights(client: Any, jobs: list[Job], weights_dir: Path, logs: Path, network: str) -> FetchReport:
+def fetch_weights(client: Any, jobs: list[Job], weights_dir: Path, logs: Path, network: str,
+                  mirror: str | None = None) -> FetchReport:
     """``predict fetch`` for every job with ImageNet weights (others need nothing), into ``weights_dir``;
-    each container's log is ``logs/fetch-RUN.log``."""
+    each container's log is ``logs/fetch-RUN.log``. ``mirror``: a base URL laid out like the official
+    ones (``MIRROR/HOST/PATH``, zoobench_contract.mirror) that every download goes to instead."""
     report = FetchReport(total=len(jobs))
     weights_dir.mkdir(parents=True, exist_ok=True)
     for job in jobs:
@@ -45,7 +49,8 @@ def fetch_weights(client: Any, jobs: list[Job], weights_dir: Path, logs: Path, n
         with containers.handed_over(weights_dir):
             result = containers.predict_in_container(
                 client, job.tag, ["fetch", "--model", job.model, "--weights", job.weights], [], None, weights_dir,
-                log_path=log, timeout_s=FETCH_TIMEOUT_S, network=network, weights_writable=True)
+                log_path=log, timeout_s=FETCH_TIMEOUT_S, network=network, weights_writable=True,
+                environment={MIRROR_ENV: mirror} if mirror else None)
         if result.exit_code == 0:
             report.groups.setdefault(STATUS_GROUPS.get(fetch_status(log), "fetched"), []).append(name)
         else:

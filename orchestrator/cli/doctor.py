@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
 from zoobench_contract.dataset import DataError, list_images
 
-from ..bench import containers, imagefacts
+from ..bench import containers, gpus, imagefacts
 from ..engines import slurm
-from ..errors import EngineError, ManifestError
+from ..errors import EngineError, ImageManifestError, ManifestError
 from ..images import build as images
+from ..images import manifest as image_manifest
 from ..manifests import load_models
 from . import options
 from .output import out
@@ -31,8 +31,9 @@ def doctor(
     def line(ok: bool, what: str, detail: str) -> None:
         nonlocal problems
         problems += not ok
-        out.print(f"[{'green' if ok else 'red'}]{'ok ' if ok else 'BAD'}[/] {what}: {detail}")
+        out.print(f"[{'green' if ok else 'red'}]{'ok ' if ok else 'BAD'}[/] {what}: {detail}", soft_wrap=True)
 
+    gpu_lines(manifests, line)  # first: which images serve which GPU needs no engine
     try:
         client = containers.connect()
         line(True, "docker engine", client.version().get("Version", "?"))
@@ -40,9 +41,7 @@ def doctor(
         line(False, "docker engine", str(exc))
         raise typer.Exit(1) from None
     runtimes = client.info().get("Runtimes", {})
-    smi = shutil.which("nvidia-smi")
-    gpu_text = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip() if smi else ""
-    out.print(f"    GPUs: {gpu_text or 'none visible (CPU runs only)'}; nvidia runtime: {'nvidia' in runtimes}")
+    out.print(f"    nvidia runtime: {'nvidia' in runtimes}")
     try:
         tags = imagefacts.image_tags(manifests, variant)
         for name, tag in sorted(tags.items()):
@@ -73,3 +72,23 @@ def doctor(
             line(False, "data", str(exc))
     if problems:
         raise typer.Exit(1)
+
+
+def gpu_lines(manifests: Path, line: Callable[[bool, str, str], None]) -> None:
+    """Each GPU (nvidia-smi), then whether each cuda image of images.yaml serves it, one line each."""
+    host = gpus.host_gpus()
+    if not host:
+        out.print("    GPUs: none visible (CPU runs only)")
+        return
+    for gpu in host:
+        cap = f"{gpu.capability[0]}.{gpu.capability[1]}" if gpu.capability else "unknown"
+        out.print(f"    GPU {gpu.index}: {gpu.name}, compute capability {cap} ({gpu.sm}), driver {gpu.driver}",
+                  highlight=False)
+    try:
+        for ok, what, detail in gpus.serving_lines(image_manifest.load_manifest(manifests / "images.yaml"), host):
+            if ok is None:
+                out.print(f"    {what}: {detail}", highlight=False, soft_wrap=True)
+            else:
+                line(ok, what, detail)
+    except (ManifestError, ImageManifestError) as exc:
+        line(False, "manifests", str(exc))

@@ -44,14 +44,17 @@ def models_cmd(
 
 def images_build(
     names: Optional[list[str]] = typer.Argument(None, help="images to build (default: all)"),
-    variant: str = typer.Option("cpu", "--variant"),
+    variant: str = typer.Option("cpu", "--variant", help="cpu|cuda, or e.g. cuda,mxnet=cpu (IMAGE=VARIANT overrides)"),
     manifests: Path = options.Manifests,
 ) -> None:
     """Build images whose content hash changed (an unchanged image is never rebuilt)."""
-    client = containers.connect()
+    from ..bench.variants import parse_variants
+
     specs = image_manifest.load_manifest(manifests / "images.yaml")
+    variants = parse_variants(variant, [], specs)  # a bad --variant is one line before the engine is asked
+    client = containers.connect()
     for name in names or sorted(specs):
-        images_build_one(client, name, variant, manifests)
+        images_build_one(client, name, variants.of(name), manifests)
 
 
 def images_build_one(client: Any, name: str, variant: str, manifests: Path) -> str:

@@ -20,7 +20,8 @@ Mixed = typer.Option(False, "--mixed-precision", help="rank runs of different pr
 Labels = typer.Option(None, "--labels", help="real (the ReaL labels), or a CSV filename,wnid "
                       "(default: synset folder names)")
 CacheDir = typer.Option(None, "--cache-dir", help=f"pixel cache folder (default ${pixelcache.ROOT_ENV} or .cache/pixels)")
-Variant = typer.Option(None, "--variant", help="image variant (cpu|cuda); default cuda with --gpus, else cpu")
+Variant = typer.Option(None, "--variant", help="image variant (cpu|cuda), then IMAGE=VARIANT overrides (zoobench run: "
+                       "e.g. cuda,mxnet=cpu runs mxnet's models on the CPU); default cuda with --gpus, else cpu")
 Data = typer.Option(None, "--data", help="validation folder (synset sub-folders)")
 Model = typer.Option(None, "--model", help="only these models (repeatable)")
 BatchSize = typer.Option(None, "--batch-size", min=1)

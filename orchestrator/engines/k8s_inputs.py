@@ -72,6 +72,10 @@ def check_data_path(path: str) -> str:
 
 
 def check_variant(variant: str) -> str:
+    if "," in variant or "=" in variant:
+        raise BenchError(f"--variant {variant}: per-image variants (IMAGE=VARIANT) are for `zoobench run` on one "
+                         "host; k8s render takes one variant, cpu or cuda, for every image (render the others with their own "
+                         "--variant and --out)")
     if variant not in VARIANTS:
         raise BenchError(f"--variant {variant!r}: use cpu or cuda")
     return variant

@@ -18,6 +18,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from zoobench_contract.gpubuild import GpuBuild
+
 from ..errors import ImageBuildError, ImageManifestError, first_line
 from .manifest import ImageSpec
 from .wheelhouse import WheelServer, lock_for_python, pip_target_args
@@ -71,11 +73,18 @@ def base_reference(spec: ImageSpec, variant: str, root: Path) -> str | None:
     return base
 
 
+def gpu_archs_arg(gpu: GpuBuild) -> str:
+    """GPU_ARCHS (the image's ZOOBENCH_GPU_ARCHS): a variant's gpu archs then ptx, space separated."""
+    return " ".join([*gpu.archs, *gpu.ptx])
+
+
 def build_args(spec: ImageSpec, variant: str, root: Path) -> dict[str, str]:
     """The Dockerfile ARGs an image's build gets (all but WHEELS_URL and IMAGE_TAG, which vary per build)."""
     var = spec.variant(variant)
     args = {"FRAMEWORK": spec.framework, "PYTHON": var.python, "LOCK": var.lock,
             **dict(spec.build_args), **dict(var.build_args)}
+    if var.gpu is not None:
+        args["GPU_ARCHS"] = gpu_archs_arg(var.gpu)
     base = base_reference(spec, variant, root)
     if base is not None:
         args["BASE_IMAGE"] = base
@@ -104,6 +113,8 @@ def content_hash(spec: ImageSpec, variant: str, root: Path) -> str:
     digest.update(f"variant\0{variant}\0base\0{base}\0python\0{var.python}\0".encode())
     for key, value in sorted(build_args(spec, variant, root).items()):
         digest.update(f"arg\0{key}\0{value}\0".encode())
+    if var.gpu is not None:  # the whole declaration (its archs are GPU_ARCHS above; its CUDA too)
+        digest.update(f"gpu\0{var.gpu.cuda}\0{' '.join(var.gpu.archs)}\0{' '.join(var.gpu.ptx)}\0".encode())
     return digest.hexdigest()
 
 
@@ -223,6 +234,14 @@ def ensure_base(root: Path, client: Any, on_log: Callable[[str], None], on_step:
     return tag
 
 
+def wheelhouse_variant(spec: ImageSpec, variant: str) -> str:
+    """The first variant (in images.yaml order) with this one's lock and Python: variants that install
+    the same wheels (pytorch cpu and cuda) share one wheelhouse, downloaded once."""
+    var = spec.variant(variant)
+    return next(name for name, other in spec.variants.items()
+                if (other.lock, other.python) == (var.lock, var.python))
+
+
 def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callable[[str], None],
                       on_step: StepHook = _no_step) -> Path:
     """Every wheel of the variant's lock in .cache/wheelhouse/NAME-VARIANT (skipped when complete).
@@ -233,7 +252,7 @@ def ensure_wheelhouse(spec: ImageSpec, variant: str, root: Path, on_log: Callabl
     if not lock.is_file():
         raise ImageManifestError(f"{spec.source}: images.{spec.name}.variants.{variant}.lock: {var.lock} does not "
                                  f"exist; generate it with `make lock`")
-    house = root / ".cache" / "wheelhouse" / f"{spec.name}-{variant}"
+    house = root / ".cache" / "wheelhouse" / f"{spec.name}-{wheelhouse_variant(spec, variant)}"
     stamp = house / ".complete"
     wanted = lock_for_python(lock.read_text(), var.python)
     digest = hashlib.sha256(f"{var.python}\0{wanted}".encode()).hexdigest()

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
+from zoobench_contract.gpubuild import GpuBuild, capability
+
 from ..errors import ImageManifestError
 from ..manifests import Strict, validate
 
@@ -19,7 +21,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 VARIANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")
 PYTHON_RE = re.compile(r"^3\.\d+$")
 BUILD_ARG_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-RESERVED_BUILD_ARGS = {"BASE_IMAGE", "FRAMEWORK", "PYTHON", "LOCK", "WHEELS_URL", "IMAGE_TAG"}
+RESERVED_BUILD_ARGS = {"BASE_IMAGE", "FRAMEWORK", "PYTHON", "LOCK", "WHEELS_URL", "IMAGE_TAG", "GPU_ARCHS"}
 
 
 def _inside_repository(value: str) -> str:
@@ -64,11 +66,30 @@ RelPath = Annotated[str, AfterValidator(_inside_repository)]
 BuildArgs = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_build_args)]
 
 
+def _arch_list(pattern: re.Pattern[str], example: str) -> Any:
+    def check(values: list[str]) -> list[str]:
+        for value in values:
+            if not pattern.match(value):
+                raise ValueError(f"{value!r} is not an architecture; write e.g. {example}")
+        return sorted(set(values), key=capability)
+    return AfterValidator(check)
+
+
+class GpuModel(Strict):
+    """``gpu:`` of a cuda variant: what the framework in it was built for (the image's ``predict info``
+    must report the same; the contract suite checks it)."""
+
+    cuda: Annotated[str, Field(pattern=r"^\d+\.\d+$")]
+    archs: Annotated[list[str], _arch_list(re.compile(r"^sm_\d{2,3}[a-z]?$"), "sm_80")]
+    ptx: Annotated[list[str], _arch_list(re.compile(r"^compute_\d{2,3}[a-z]?$"), "compute_90")] = []
+
+
 class VariantModel(Strict):
     lock: RelPath
     base_image: str
     python: str = "3.11"
     build_args: BuildArgs = ()
+    gpu: GpuModel | None = None
 
     @field_validator("base_image")
     @classmethod
@@ -127,6 +148,7 @@ class VariantSpec:
     base_image: str  # "offline", "default" or an image reference
     python: str = "3.11"
     build_args: tuple[tuple[str, str], ...] = ()
+    gpu: GpuBuild | None = None  # what the variant's framework was built for; None: a CPU-only variant
 
 
 @dataclass(frozen=True)
@@ -149,13 +171,17 @@ class ImageSpec:
         return self.variants[variant]
 
 
+def gpu_build(gpu: GpuModel | None) -> GpuBuild | None:
+    return None if gpu is None else GpuBuild(gpu.cuda, None, tuple(gpu.archs), tuple(gpu.ptx), source="manifest")
+
+
 def load_manifest(path: Path) -> dict[str, ImageSpec]:
     """Read and validate manifests/images.yaml; image name -> spec."""
     manifest: ImagesManifest = validate(path, ImagesManifest, ImageManifestError)
     return {
         name: ImageSpec(
             name=name, framework=image.framework, dockerfile=image.dockerfile, inputs=tuple(image.inputs),
-            variants={v: VariantSpec(v, var.lock, var.base_image, var.python, var.build_args)
+            variants={v: VariantSpec(v, var.lock, var.base_image, var.python, var.build_args, gpu_build(var.gpu))
                       for v, var in image.variants.items()},
             source=str(path), build_args=image.build_args)
         for name, image in manifest.images.items()

@@ -61,6 +61,8 @@ from zoobench_contract.backend import (DeviceUnavailable, ModelSpec, UsageError,
 from zoobench_contract.preprocessing import (  # noqa: E402
     CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, Normalisation, Preprocessing,
 )
+from zoobench_contract.mirror import mirrored  # noqa: E402
+from zoobench_contract.gpubuild import GpuBuild  # noqa: E402
 from zoobench_contract.zoo import EFFICIENTNET_LITE0  # noqa: E402
 
 LITE0 = "efficientnet_lite0"
@@ -178,6 +180,7 @@ class Backend:
             "cuda": build.get("cuda_version"),
             "cudnn": build.get("cudnn_version"),
             "cuda_build": bool(build.get("is_cuda_build")),
+            "gpu_build": gpu_build(build).to_dict(),
             "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
             "tf_threads": {
                 "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -277,8 +280,8 @@ class Backend:
         fetched: list[str] = []
         real = file_utils.get_file
 
-        def recording_get_file(*args: Any, **kwargs: Any) -> str:
-            fetched.append(real(*args, **kwargs))
+        def recording_get_file(fname: Any = None, origin: Any = None, *args: Any, **kwargs: Any) -> str:
+            fetched.append(real(fname, mirrored(origin) if origin else origin, *args, **kwargs))  # mirror when set
             return fetched[-1]
 
         file_utils.get_file = recording_get_file
@@ -332,6 +335,18 @@ def _compile(model: keras.Model) -> Callable[[Any], Any]:
     spec = tf.TensorSpec([None, h, w, 3], tf.float32)
     return tf.function(lambda x: model(x, training=False), input_signature=[spec], jit_compile=False,
                        autograph=False)
+
+
+def gpu_build(build: dict[str, Any]) -> GpuBuild:
+    """TensorFlow's CUDA build from ``tf.sysconfig.get_build_info()`` (no GPU needed): cuda_version,
+    cudnn_version, cuda_compute_capabilities (``sm_80``... kernels, ``compute_90`` PTX). A CPU-only
+    TensorFlow (tensorflow-cpu) has none of them: cuda None."""
+    cuda = build.get("cuda_version") if build.get("is_cuda_build") else None
+    if not cuda:
+        return GpuBuild(None)
+    cudnn = build.get("cudnn_version")
+    return GpuBuild.from_arch_list(str(cuda), str(cudnn) if cudnn else None,
+                                   build.get("cuda_compute_capabilities") or [])
 
 
 def _op_determinism_enabled() -> bool | None:

