@@ -83,7 +83,7 @@ def gpu_lines(manifests: Path, line: Callable[[bool, str, str], None]) -> None:
     for gpu in host:
         cap = f"{gpu.capability[0]}.{gpu.capability[1]}" if gpu.capability else "unknown"
         out.print(f"    GPU {gpu.index}: {gpu.name}, compute capability {cap} ({gpu.sm}), driver {gpu.driver}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     try:
         for ok, what, detail in gpus.serving_lines(image_manifest.load_manifest(manifests / "images.yaml"), host):
             if ok is None:
