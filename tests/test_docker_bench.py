@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, one_line_error, zoobench
 
@@ -111,8 +112,15 @@ def test_bad_data(tmp_path, image_tags):
     one_line_error(zoobench("run", "--profile", "seed"), "--data")
 
 
-def test_image_never_built(image_tags, tmp_path):
-    proc = zoobench("run", "--variant", "cuda", "--no-build", "--results", str(tmp_path / "r"))
+def test_image_never_built(image_tags, tmp_path, manifests_copy):
+    """A variant no one has built (CI builds cpu and cuda: this one gets its own build arg, so its tag is new)."""
+    path = manifests_copy / "images.yaml"
+    doc = yaml.safe_load(path.read_text())
+    for image in doc["images"].values():
+        image["variants"]["never"] = {**image["variants"]["cpu"], "build_args": {"NEVER_BUILT": "1"}}
+    path.write_text(yaml.safe_dump(doc))
+    proc = zoobench("run", "--variant", "never", "--no-build", "--manifests", str(manifests_copy),
+                    "--results", str(tmp_path / "r"))
     one_line_error(proc, "not built")
 
 
