@@ -87,12 +87,10 @@ def docker_client():
 @pytest.fixture(scope="session")
 def image_tags(docker_client) -> dict[str, str]:
     """Build (or reuse, by content hash) every CPU image through the real CLI; name -> tag."""
-    from orchestrator.images import build as images
-    from orchestrator.images import manifest as image_manifest
+    from orchestrator.bench import imagefacts
 
     zoobench("images", "build", "--variant", "cpu", check=True, timeout=3000)
-    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
-    return {name: images.image_tag(spec, "cpu", ROOT) for name, spec in specs.items()}
+    return imagefacts.image_tags()
 
 
 @pytest.fixture(scope="session")
@@ -100,13 +98,14 @@ def cuda_image_tags(docker_client, image_tags) -> dict[str, str]:
     """Every cuda image (checked on the CPU: tests/test_cuda_images.py); name -> tag. CI builds them
     through the real CLI after the cpu ones (same offline base; a variant with the cpu lock reuses its
     wheelhouse); elsewhere they are built when ZOOBENCH_TEST_CUDA=1, else used when already built."""
+    from orchestrator.bench import imagefacts
     from orchestrator.images import build as images
     from orchestrator.images import manifest as image_manifest
 
     if IN_CI or os.environ.get("ZOOBENCH_TEST_CUDA") == "1":
         zoobench("images", "build", "--variant", "cuda", check=True, timeout=5400)
     specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
-    tags = {name: images.image_tag(spec, "cuda", ROOT) for name, spec in specs.items() if "cuda" in spec.variants}
+    tags = imagefacts.tags_of({name: spec for name, spec in specs.items() if "cuda" in spec.variants}, "cuda")
     missing = sorted(tag for tag in tags.values() if not images.image_exists(docker_client, tag))
     require(not missing, f"cuda images not built ({', '.join(missing)}): `zoobench images build --variant cuda` "
                          "or ZOOBENCH_TEST_CUDA=1")

@@ -100,6 +100,11 @@ def describe_build(build: GpuBuild) -> str:
     return f"CUDA {build.cuda}, {kernels}, {ptx}"
 
 
+def image_label(image: str, variant: str | None, build: GpuBuild) -> str:
+    """``image mxnet (cuda; CUDA 11.2, sm_50..sm_86, no PTX)``: how a reason names an image's build."""
+    return f"image {image} ({variant + '; ' if variant else ''}{describe_build(build)})"
+
+
 def _cubin_runs(arch: str, cap: tuple[int, int]) -> bool:
     """A cubin runs on the same major with an equal or higher minor; ``sm_90a`` only on exactly 9.0
     (NVIDIA, CUDA C++ Programming Guide, "Binary Compatibility" and "Feature Availability")."""
@@ -127,7 +132,7 @@ def driver_problem(build: GpuBuild, gpu: Gpu, what: str) -> str | None:
 def can_serve(build: GpuBuild, gpu: Gpu, image: str = "the image", variant: str | None = None) -> str | None:
     """None when ``build`` can run on ``gpu``; else why not, one sentence naming the image, the GPU and
     what the build carries."""
-    what = f"image {image} ({variant + '; ' if variant else ''}{describe_build(build)})"
+    what = image_label(image, variant, build)
     if build.cuda is None:
         return f"{what} cannot use {gpu.describe()}"
     old = driver_problem(build, gpu, what)
@@ -163,7 +168,7 @@ def refusal(image: str, variant: str, build: GpuBuild, chosen: list[Gpu], host: 
     for gpu in chosen:
         reason = can_serve(build, gpu, image, variant)
         if gpu.capability is None and reason is not None and build.cuda:  # an old nvidia-smi: only the driver is known
-            reason = driver_problem(build, gpu, f"image {image} ({variant}; {describe_build(build)})")
+            reason = driver_problem(build, gpu, image_label(image, variant, build))
         if reason is None:
             continue
         others = [g.index for g in host if can_serve(build, g) is None]

@@ -17,6 +17,7 @@ from zoobench_contract.outputs import write_json
 from ..errors import BenchError
 from ..images import build as images
 from ..images import manifest as image_manifest
+from ..images.manifest import ImageSpec
 from ..paths import MANIFEST_DIR, MODELS_CACHE, ROOT
 from . import containers
 
@@ -25,7 +26,11 @@ def image_tags(manifest_dir: Path = MANIFEST_DIR, variant: str = "cpu",
                overrides: dict[str, str] | None = None) -> dict[str, str]:
     """image name -> its content-hash tag for ``variant`` (or the image's own in ``overrides``), from
     ``manifest_dir/images.yaml``."""
-    specs = image_manifest.load_manifest(manifest_dir / "images.yaml")
+    return tags_of(image_manifest.load_manifest(manifest_dir / "images.yaml"), variant, overrides)
+
+
+def tags_of(specs: dict[str, ImageSpec], variant: str = "cpu", overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """:func:`image_tags` of images.yaml already read (``specs``: name -> spec)."""
     return {name: images.image_tag(spec, (overrides or {}).get(name, variant), ROOT) for name, spec in specs.items()}
 
 

@@ -21,6 +21,7 @@ from zoobench_contract.dataset import list_images
 from ..engines import slurm
 from ..errors import BenchError, EngineError
 from ..images import manifest as image_manifest
+from ..images.manifest import ImageSpec
 from ..images.ensure import ensure_built
 from ..manifests import get_profile, load_models
 from ..paths import DATASCAN_CACHE, MANIFEST_DIR, MODELS_CACHE, RESULTS, ROOT, SAMPLE_DATA, WEIGHTS_CACHE
@@ -99,7 +100,7 @@ def visible_gpus() -> list[str]:
     return [g.index for g in gpus.host_gpus()]
 
 
-def check_gpus(wanted: list[str], images: list[str], variants: ImageVariants, manifests: Path) -> None:
+def check_gpus(wanted: list[str], images: list[str], variants: ImageVariants, specs: dict[str, ImageSpec]) -> None:
     """Every ``--gpus`` index must be a GPU of this host, and every image of the bench that runs on a
     GPU must serve each chosen one (kernels or PTX, driver new enough), before any image is built."""
     if not wanted:
@@ -110,14 +111,13 @@ def check_gpus(wanted: list[str], images: list[str], variants: ImageVariants, ma
     if missing:
         where = f"this host has GPU(s) {','.join(have)}" if have else "no NVIDIA GPU is visible on this host (nvidia-smi)"
         raise BenchError(f"--gpus {','.join(wanted)}: {where}; drop --gpus to run on the CPU")
-    specs = image_manifest.load_manifest(manifests / "images.yaml")
-    on_gpu = [i for i in images if i in specs and runs_on_gpu(specs[i].variant(variants.of(i)))]
+    on_gpu = [i for i in images if i in specs and runs_on_gpu(variants.spec(specs, i))]
     if not on_gpu:
         raise BenchError(f"--gpus {','.join(wanted)} with --variant {variants.text()}: no image of this bench runs "
                          "a GPU variant; drop --gpus, or pass --variant cuda")
     chosen = [g for g in host if g.index in wanted]
     for image in on_gpu:
-        spec = specs[image].variant(variants.of(image))
+        spec = variants.spec(specs, image)
         if spec.gpu is None:  # a GPU variant that declares no gpu: build in images.yaml: nothing to check
             continue
         way_out = f"--variant {variants.with_override(image, 'cpu').text()}"
@@ -219,6 +219,7 @@ class Setup:
     models: Any
     gpus: list[str]
     variants: ImageVariants
+    images: dict[str, ImageSpec]  # images.yaml, read once
     results: Path
     data: Path | None
     data_mount: tuple[str, list[mounts.Bind]] | None
@@ -230,8 +231,9 @@ def prepare(req: BenchRequest) -> Setup:
     models_manifest = load_models(req.manifests)
     gpu_list = parse_gpus(req.gpus)
     lane_plan(gpu_list, req.jobs_per_gpu)  # --jobs-per-gpu needs --gpus: one line, before anything runs
-    variants = parse_variants(req.variant, gpu_list, image_manifest.load_manifest(req.manifests / "images.yaml"))
-    check_gpus(gpu_list, bench_images(req, prof), variants, req.manifests)
+    specs = image_manifest.load_manifest(req.manifests / "images.yaml")
+    variants = parse_variants(req.variant, gpu_list, specs)
+    check_gpus(gpu_list, bench_images(req, prof), variants, specs)
     if req.data is None and prof.data != "sample":
         raise BenchError(f"profile {req.profile!r} needs ImageNet: pass --data /path/to/imagenet/val (synset folders)")
     data_mount = None
@@ -245,7 +247,7 @@ def prepare(req: BenchRequest) -> Setup:
     results = req.results or RESULTS / req.profile
     check_outside_data(req.data if req.data is not None else SAMPLE_DATA, results,
                        pixelcache.cache_root() if req.pixel_cache else None)
-    return Setup(prof, models_manifest, gpu_list, variants, results, req.data, data_mount)
+    return Setup(prof, models_manifest, gpu_list, variants, specs, results, req.data, data_mount)
 
 
 def run_bench(req: BenchRequest, console: Console) -> BenchRun:
@@ -297,8 +299,7 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
 def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) -> tuple[list[Job], dict[str, str]]:
     """Load or build the profile's images (when there is an engine), plan the jobs, and get the image
     id of each chosen model's image. A job whose image runs a CPU-only variant gets no GPU."""
-    specs = image_manifest.load_manifest(req.manifests / "images.yaml")
-    tags = imagefacts.image_tags(req.manifests, setup.variants.default, dict(setup.variants.overrides))
+    tags = imagefacts.tags_of(setup.images, setup.variants.default, dict(setup.variants.overrides))
     needed = sorted(set(setup.profile.models))
     if req.images_dir is not None and client is not None:  # exported images first: then nothing to build
         from ..images import store
@@ -310,7 +311,7 @@ def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) 
             ensure_built(client, name, setup.variants.of(name), req.manifests, console, ROOT)
     jobs = req.plan.plan(setup.profile, setup.models, tags, lambda img: imagefacts.served_models(client, tags[img]))
     if setup.gpus:
-        jobs = [j if runs_on_gpu(specs[j.image].variant(setup.variants.of(j.image))) else replace(j, cpu_only=True)
+        jobs = [j if runs_on_gpu(setup.variants.spec(setup.images, j.image)) else replace(j, cpu_only=True)
                 for j in jobs]
     if not jobs:
         raise BenchError(f"profile {req.profile!r} lists no models; add some in {req.manifests / 'profiles.yaml'}")

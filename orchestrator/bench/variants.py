@@ -26,9 +26,18 @@ class ImageVariants:
     def text(self) -> str:
         return ",".join([self.default, *(f"{i}={v}" for i, v in self.overrides)])
 
+    def spec(self, specs: dict[str, ImageSpec], image: str) -> VariantSpec:
+        """The variant ``image`` runs in this bench, from images.yaml (``specs``)."""
+        return specs[image].variant(self.of(image))
+
     def with_override(self, image: str, variant: str) -> "ImageVariants":
         """These variants with ``image`` run as ``variant`` (for the way out a refusal names)."""
         return ImageVariants(self.default, tuple(sorted({**dict(self.overrides), image: variant}.items())))
+
+
+def default_variant(gpus: object) -> str:
+    """The variant of every image when ``--variant`` is not given: cuda when GPUs are asked for, else cpu."""
+    return "cuda" if gpus else "cpu"
 
 
 def runs_on_gpu(variant: VariantSpec) -> bool:
@@ -44,7 +53,7 @@ def parse_variants(text: str | None, gpus: list[str], specs: dict[str, ImageSpec
     if text is not None and (not parts[0] or "=" in parts[0]):
         raise BenchError(f"{option}: start with the variant of every image, then IMAGE=VARIANT overrides, "
                          "e.g. --variant cuda,mxnet=cpu")
-    default = parts[0] if text is not None else ("cuda" if gpus else "cpu")
+    default = parts[0] if text is not None else default_variant(gpus)
     overrides: dict[str, str] = {}
     for part in parts[1:]:
         image, eq, variant = (s.strip() for s in part.partition("="))

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from zoobench_contract.dataset import file_sha256
+
 from ..errors import WeightsError, first_line
 from .plan import Job
 
@@ -115,14 +117,6 @@ def plan_export(jobs: list[Job], cache: Path, listing: Callable[[str], dict[str,
     return plan
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def copy_hashed(src: Path, dst: Path) -> tuple[int, str]:
     """Copy ``src`` to ``dst`` (a new file, mode 0644, synced); its size and sha256 as read."""
     digest, size = hashlib.sha256(), 0
@@ -192,7 +186,7 @@ def check_source(src: Path, entry: WeightsFile, hashed: bool = True) -> None:
     if size != entry.size:
         raise WeightsError(f"{path}: {size} bytes, {MANIFEST_FILE} says {entry.size}; {FIX_EXPORT}")
     if hashed:
-        check_sha256(path, sha256_of(path), entry)
+        check_sha256(path, file_sha256(path), entry)
 
 
 def check_sha256(path: Path, found: str, entry: WeightsFile) -> None:
@@ -209,7 +203,7 @@ def import_weights(src: Path, cache: Path) -> ImportReport:
     for entry in manifest.files:
         target = cache / entry.path
         if target.is_symlink() or target.exists():
-            if not target.is_file() or sha256_of(target) != entry.sha256:
+            if not target.is_file() or file_sha256(target) != entry.sha256:
                 raise WeightsError(f"{target}: already in the weights cache with other content than {src / entry.path}; "
                                    "move it aside to import this one (or keep it and do not import)")
             report.had.append(entry)

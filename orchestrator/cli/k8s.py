@@ -8,6 +8,7 @@ import typer
 
 from ..bench.imagefacts import image_tags
 from ..bench.plan import PlanOptions, check_precision
+from ..bench.variants import default_variant
 from ..errors import BenchError
 from ..manifests import get_profile, load_models
 from ..paths import K8S
@@ -51,7 +52,7 @@ def k8s_render(
         data_claim=k8s_inputs.check_name(data_claim, "--data-claim"),
         results_claim=k8s_inputs.check_name(results_claim, "--results-claim"),
         weights_claim=k8s_inputs.check_name(weights_claim, "--weights-claim") if weights_claim is not None else None,
-        variant=k8s_inputs.check_variant(variant or ("cuda" if gpus else "cpu")),
+        variant=k8s_inputs.check_variant(variant or default_variant(gpus)),
         parallelism=gpus or 1,
         namespace=k8s_inputs.check_name(namespace, "--namespace", label=True) if namespace is not None else None,
         registry=k8s_inputs.check_registry(image_registry),

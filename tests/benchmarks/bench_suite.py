@@ -39,8 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.bench import datascan
-from orchestrator.images import build as images  # noqa: E402
-from orchestrator.images import manifest as image_manifest
+from orchestrator.bench.imagefacts import image_tags  # noqa: E402
 from orchestrator.data.sample import make_sample  # noqa: E402
 from zoobench_contract.dataset import list_images  # noqa: E402
 from bench_predict import docker  # noqa: E402  (same folder: one docker-run helper for both benchmarks)
@@ -238,8 +237,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
 
-    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
-    tags = {name: images.image_tag(specs[name], args.variant, ROOT) for name in ("pytorch", "keras")}
+    tags = {name: tag for name, tag in image_tags(variant=args.variant).items() if name in ("pytorch", "keras")}
     work = Path(tempfile.mkdtemp(prefix="zoobench-suite-"))
     work.chmod(0o755)
     pixel_root = work / "pixels"

@@ -327,8 +327,7 @@ def markdown_table(records: list[Record]) -> str:
 
 def docker_ready(images: tuple[str, ...]) -> dict[str, str]:
     """The cuda image tag of each image, each present in the engine; else CheckFailed naming the fix."""
-    from orchestrator.images import build as image_build
-    from orchestrator.images import manifest as image_manifest
+    from orchestrator.bench.imagefacts import image_tags
 
     if not ZB.exists():
         raise CheckFailed(f"{ZB} is missing; run `make install` first")
@@ -336,8 +335,7 @@ def docker_ready(images: tuple[str, ...]) -> dict[str, str]:
     if info.returncode:
         raise CheckFailed("the Docker engine does not answer (`docker info` failed); start it (`make docker`), "
                           "or pass --no-docker to run predict directly")
-    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
-    tags = {name: image_build.image_tag(specs[name], "cuda", ROOT) for name in images}
+    tags = {name: tag for name, tag in image_tags(variant="cuda").items() if name in images}
     missing = [t for t in tags.values()
                if subprocess.run(["docker", "image", "inspect", t], capture_output=True).returncode]
     if missing:

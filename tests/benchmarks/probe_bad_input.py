@@ -62,10 +62,9 @@ def text_edit(file: str, old: str, new: str):
 
 
 def main() -> None:
-    from orchestrator.images import build as images
-    from orchestrator.images import manifest as image_manifest
+    from orchestrator.bench.imagefacts import image_tags
 
-    tags = {n: images.image_tag(s, "cpu", ROOT) for n, s in image_manifest.load_manifest(ROOT / "manifests/images.yaml").items()}
+    tags = image_tags()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         sample = tmp / "val"

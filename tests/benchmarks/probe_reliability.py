@@ -58,11 +58,10 @@ def read_only_mount(path: Path):
 
 
 def main() -> None:
-    from orchestrator.images import build as images
-    from orchestrator.images import manifest as image_manifest
+    from orchestrator.bench.imagefacts import image_tags
     from orchestrator.images import store as imagestore
 
-    tags = {n: images.image_tag(s, "cpu", ROOT) for n, s in image_manifest.load_manifest(ROOT / "manifests/images.yaml").items()}
+    tags = image_tags()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         sample = tmp / "val"
