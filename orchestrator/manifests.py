@@ -101,6 +101,7 @@ class Profile(Strict):
     weights: Union[str, dict[str, str]] = "imagenet"
     precision: Union[Precision, dict[str, Precision]] = "fp32"
     limit: int | None = Field(default=None, ge=1)
+    datasets: list[str] | None = Field(default=None, min_length=1)  # the sets `zoobench run` benches (datasets.yaml)
     models: dict[str, ModelList]
 
     @field_validator("precision", mode="before")

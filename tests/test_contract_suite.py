@@ -135,6 +135,22 @@ def test_batch_one_equals_batched(image_tags, sample_dir, lite0, tmp_path, image
 
 
 @pytest.mark.parametrize("image", IMAGES)
+def test_a_class_subset_restricts_the_logits_in_the_container(image_tags, sample_dir, lite0, tmp_path, image):
+    """ImageNet-R's 200 classes: every image ships the shipped lists, the top-k stays inside them, and
+    where the full top-1 already lies in the subset the restricted top-1 is the same class."""
+    from zoobench_contract.classsets import load_subset
+
+    subset = load_subset("imagenet-r")
+    sub = predict_lite0(image_tags[image], sample_dir, tmp_path / "r", "--classes", "imagenet-r")
+    full = lite0[image]
+    assert set(sub["topk_indices"].ravel()) <= set(subset.indices)
+    inside = np.isin(full["topk_indices"][:, 0], subset.indices)
+    assert inside.any()
+    np.testing.assert_array_equal(sub["topk_indices"][inside, 0], full["topk_indices"][inside, 0])
+    assert (sub["topk_scores"][inside, 0] >= full["topk_scores"][inside, 0] - 1e-6).all()  # renormalised over 200
+
+
+@pytest.mark.parametrize("image", IMAGES)
 def test_uint8_device_path_equals_the_float_host_path(image_tags, sample_dir, tmp_path, image):
     """uint8 crops normalised by the backend (the default) vs float32 normalised by numpy (the path
     of the published runs): real Lite0 weights, float32 logits, max |dlogit| <= 1e-4."""

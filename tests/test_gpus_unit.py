@@ -39,7 +39,7 @@ def manifests_dir(tmp_path: Path) -> Path:
     """The real profiles and models, and an images.yaml of our own with gpu: blocks."""
     folder = tmp_path / "manifests"
     folder.mkdir()
-    for name in ("profiles.yaml", "models.yaml"):
+    for name in ("profiles.yaml", "models.yaml", "datasets.yaml"):
         shutil.copy(ROOT / "manifests" / name, folder / name)
     text = "images:\n"
     for image, (cpu, cuda) in LOCKS.items():

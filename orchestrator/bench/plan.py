@@ -16,6 +16,7 @@ from zoobench_contract.preprocessing import Preprocessing
 
 from ..errors import BenchError
 from ..manifests import ModelList, ModelsManifest, Profile
+from .evalset import EvalSet
 from .layout import OUT_MOUNT, PIXELS_MOUNT
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # whole name: fullmatch
@@ -47,6 +48,7 @@ class Job:
     pixels: PixelConfig | None = field(default=None, compare=False)  # effective crop config; not in the request
     weights_file: str | None = field(default=None, compare=False)  # under the weights cache, when the image says
     cpu_only: bool = False  # its image runs a CPU-only variant (--variant cuda,IMAGE=cpu): no GPU, --device cpu
+    evalset: EvalSet | None = None  # the evaluation set (None: the default set, ImageNet val)
 
     @property
     def run_name(self) -> str:
@@ -54,8 +56,10 @@ class Job:
 
     def request(self, image_id: str, data_digest: str, weights_sha256: str | None = None) -> dict[str, Any]:
         """What must match for a finished run to be reused (batch size may differ after OOM; whether the
-        pixels came from the pixel cache does not matter: the predictions are byte-identical)."""
-        return {
+        pixels came from the pixel cache does not matter: the predictions are byte-identical). The
+        evaluation set counts only when it is not the default (runs of earlier releases stay reusable)."""
+        extra = {"dataset": self.evalset.request()} if self.evalset is not None else {}
+        return {**extra,
             "image": self.image,
             "model": self.model,
             "image_id": image_id,
@@ -107,12 +111,13 @@ class PlanOptions:
     weights: str | None = None
     limit: int | None = None
     precision: str | None = None
+    evalset: EvalSet | None = None  # --dataset, resolved (None: the default set)
 
     def plan(self, profile: Profile, models_manifest: ModelsManifest, tags: dict[str, str],
              served: Callable[[str], dict[str, dict[str, Any]]]) -> list["Job"]:
         """:func:`plan_jobs` with these options."""
         return plan_jobs(profile, models_manifest, tags, served, only=self.only, batch_size=self.batch_size,
-                         weights=self.weights, limit=self.limit, precision=self.precision)
+                         weights=self.weights, limit=self.limit, precision=self.precision, evalset=self.evalset)
 
 
 def _image_models(image: str, wanted: ModelList, available: dict[str, dict[str, Any]]) -> list[str]:
@@ -139,6 +144,7 @@ def plan_jobs(
     weights: str | None = None,
     limit: int | None = None,
     precision: str | None = None,
+    evalset: EvalSet | None = None,
 ) -> list[Job]:
     """Expand a profile into jobs. Every model name is checked against the image's `predict list`,
     every ``--model`` must select something, and every preprocessing override must make a valid
@@ -158,8 +164,8 @@ def plan_jobs(
                 matched |= hits
             settings = models_manifest.settings(image, model)
             chosen = weights or profile.weights_for(image)
-            effective = check_preprocessing(image, model, variant_preprocessing(available[model], chosen),
-                                            settings.preprocess)
+            preprocess = evalset.preprocess_of(settings.preprocess) if evalset is not None else settings.preprocess
+            effective = check_preprocessing(image, model, variant_preprocessing(available[model], chosen), preprocess)
             files = available[model].get("weights_files")
             cached_file = files.get(chosen) if isinstance(files, dict) else None
             jobs.append(
@@ -170,13 +176,14 @@ def plan_jobs(
                     weights=chosen,
                     batch_size=batch_size or settings.batch_size or models_manifest.defaults.batch_size,
                     timeout_s=settings.timeout_s or models_manifest.defaults.timeout_s,
-                    preprocess=settings.preprocess,
+                    preprocess=preprocess,
                     limit=limit or profile.limit,
                     memory=settings.memory or models_manifest.defaults.memory,
                     precision=precision or profile.precision_for(image),
                     pixels=PixelConfig.from_preprocessing(effective) if effective is not None else None,
                     weights_file=cached_file if isinstance(cached_file, str) and not
                     available[model].get("weights_bundled") else None,
+                    evalset=evalset,
                 )
             )
     missing = [o for o in only or [] if o not in matched]
@@ -197,6 +204,8 @@ def predict_run_args(job: Job, batch_size: int, device: str, data_path: str, wei
         args += ["--limit", str(job.limit)]
     if job.preprocess:
         args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
+    if job.evalset is not None:
+        args += job.evalset.args()
     if pixels:
         args += ["--pixels", PIXELS_MOUNT]
     return args

@@ -299,6 +299,9 @@ class Bench:
                 "--workers", str(os.cpu_count() or 1)]
         if group.limit:
             args += ["--limit", str(group.limit)]
+        evalset = group.jobs[0].evalset  # one bench, one set: the cache holds the images its runs read
+        if evalset is not None:
+            args += evalset.args(with_name=False)
         with progress_display(self.console) as progress:
             task = progress.add_task(f"pixels {c.describe()}", total=group.n_images, detail="starting")
 

@@ -26,6 +26,8 @@ from ..images.ensure import ensure_built
 from ..manifests import get_profile, load_models
 from ..paths import DATASCAN_CACHE, MANIFEST_DIR, MODELS_CACHE, RESULTS, ROOT, SAMPLE_DATA, WEIGHTS_CACHE
 from . import containers, datascan, gpus, imagefacts, mounts, pixelcache, runlock
+from ..data.datasets import load_datasets
+from .evalset import EvalSet, counts_note, evalset_for
 from .layout import log_dir
 from .plan import Job, PlanOptions, check_precision, lane_plan
 from .runner import Bench, BenchSummary, DataMount, PixelSettings
@@ -54,6 +56,7 @@ class BenchRequest:
     slurm: slurm.SlurmOptions = field(default_factory=lambda: slurm.SlurmOptions())
     images_dir: Path | None = None
     manifests: Path = MANIFEST_DIR
+    dataset: str | None = None  # --dataset (manifests/datasets.yaml; None: the default set)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,10 @@ class BenchRun:
     """What a finished :func:`run_bench` gives the CLI to rank and report."""
 
     summary: BenchSummary
-    results: Path
+    results: Path  # the results folder as asked (a set's runs may be in a sub-folder of it: ``runs``)
     data: Path
+    runs: Path | None = None  # where this bench's runs are (``results``, or its set's sub-folder)
+    evalset: EvalSet | None = None
 
 
 def parse_gpus(text: str | None) -> list[str]:
@@ -143,12 +148,13 @@ def check_weights_option(weights: str | None) -> None:
         raise BenchError(f"--weights {weights}: no such file; use imagenet, imagenet:VARIANT, random or a weights file")
 
 
-def scan_data(data: Path, jobs: list[Job], results: Path,
-              console: Console) -> tuple[list[str], dict[int | None, str]]:
-    """Decode and hash, once on the host, every file the jobs will read; bad files end the bench
-    here, all named in one report. Returns (the files read, the data digest per --limit); the
-    files read cover every --limit, so ``len(files[:limit])`` is the image count of each."""
-    paths = list_images(data)
+def scan_data(data: Path, jobs: list[Job], results: Path, console: Console,
+              evalset: EvalSet | None = None) -> tuple[list[str], dict[int | None, str]]:
+    """Decode and hash, once on the host, every file the jobs will read (of ``evalset``'s classes only when
+    it reads only those); bad files end the bench here, all named in one report. Returns (the files read,
+    the data digest per --limit); the files read cover every --limit, so ``len(files[:limit])`` is the
+    image count of each."""
+    paths = evalset.select(data) if evalset is not None else list_images(data)
     limits = {j.limit for j in jobs}
     needed = paths if None in limits else paths[:max(limits)]
     with Progress(TextColumn("scanning data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -223,6 +229,9 @@ class Setup:
     results: Path
     data: Path | None
     data_mount: tuple[str, list[mounts.Bind]] | None
+    evalset: EvalSet | None = None  # None: the default set
+    runs: Path | None = None  # where the runs go: ``results``, or the set's sub-folder of it
+    data_note: str | None = None  # the set's folder is not the whole set (counts against datasets.yaml)
 
 
 def prepare(req: BenchRequest) -> Setup:
@@ -247,7 +256,24 @@ def prepare(req: BenchRequest) -> Setup:
     results = req.results or RESULTS / req.profile
     check_outside_data(req.data if req.data is not None else SAMPLE_DATA, results,
                        pixelcache.cache_root() if req.pixel_cache else None)
-    return Setup(prof, models_manifest, gpu_list, variants, specs, results, req.data, data_mount)
+    evalset = bench_evalset(req)
+    note = counts_note(load_datasets(req.manifests), evalset, req.data)
+    runs = results / evalset.slot if evalset is not None and evalset.slot else results
+    if evalset is not None and req.data is not None:
+        check_outside_data(req.data, runs, None)
+    return Setup(prof, models_manifest, gpu_list, variants, specs, results, req.data, data_mount, evalset, runs, note)
+
+
+def bench_evalset(req: BenchRequest) -> EvalSet | None:
+    """The evaluation set of ``--dataset`` on ``--data``, checked; None for the default set (its runs keep the
+    resume key and place of earlier releases)."""
+    manifest = load_datasets(req.manifests)
+    name, dataset = manifest.get(req.dataset)
+    if req.data is None and name != manifest.default and not dataset.subset_images:
+        raise BenchError(f"--dataset {name} needs --data DIR: the sample set is ImageNet val; prepare the set with "
+                         f"`zoobench data prepare --dataset {name} --from ARCHIVE --out DIR`")
+    evalset = evalset_for(manifest, name, req.data)
+    return None if evalset.name == manifest.default and not evalset.generated else evalset
 
 
 def run_bench(req: BenchRequest, console: Console) -> BenchRun:
@@ -257,13 +283,13 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
     sbatch_tokens = check_request(req)
     setup = prepare(req)
     try:
-        setup.results.mkdir(parents=True, exist_ok=True)
-        lock = runlock.ResultsLock(setup.results, note=lambda m: console.print(f"note: {m}"))
+        setup.runs.mkdir(parents=True, exist_ok=True)
+        lock = runlock.ResultsLock(setup.runs, note=lambda m: console.print(f"note: {m}"))
         holder = lock.acquire()
     except OSError as exc:
-        raise BenchError(results_folder_problem(setup.results, exc)) from None
+        raise BenchError(results_folder_problem(setup.runs, exc)) from None
     try:
-        slurm.refuse_if_live(setup.results)  # an array of an earlier run may still write here
+        slurm.refuse_if_live(setup.runs)  # an array of an earlier run may still write here
         client = engine_client(req.runtime, req.engine, console)
         data, (data_path, binds) = setup.data, setup.data_mount or (None, [])
         if data is None:
@@ -271,16 +297,19 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
             data_path, binds, _ = mounts.data_binds(data)
             console.print(f"data: embedded sample set at {data}")
         jobs, image_ids = plan_images(req, setup, client, console)
-        scanned, digests = scan_data(data, jobs, setup.results, console)
+        scanned, digests = scan_data(data, jobs, setup.runs, console, setup.evalset)
         truth_for(scanned, req.labels)  # a file with no label is one line now, not after every model ran
         weights_binds = {}
         if req.plan.weights is not None and Path(req.plan.weights).is_file():
             weights_binds[req.plan.weights] = mounts.file_bind(Path(req.plan.weights), "--weights file")[1]
-        console.print(f"{len(jobs)} model(s), results in {setup.results}")
+        if setup.data_note:
+            console.print(f"note: {setup.data_note}", highlight=False, soft_wrap=True)
+        on = f" on {setup.evalset.describe()}" if setup.evalset is not None else ""
+        console.print(f"{len(jobs)} model(s){on}, results in {setup.runs}", highlight=False, soft_wrap=True)
         counts = {lim: len(scanned[:lim]) if lim else len(scanned) for lim in digests}
         pixels = (PixelSettings(pixelcache.cache_root(), lambda tag: imagefacts.pillow_version(client, tag))
                   if req.pixel_cache else None)
-        bench = Bench(client, jobs, DataMount(data_path, binds, digests, counts), setup.results, WEIGHTS_CACHE,
+        bench = Bench(client, jobs, DataMount(data_path, binds, digests, counts), setup.runs, WEIGHTS_CACHE,
                       setup.gpus, console, run_id=holder.run_id, force=req.force, weights_binds=weights_binds,
                       jobs_per_gpu=req.jobs_per_gpu, pixels=pixels, image_ids=image_ids)
         if req.engine == "slurm":
@@ -293,7 +322,7 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
             summary = bench.run()
     finally:
         lock.release()
-    return BenchRun(summary, setup.results, data)
+    return BenchRun(summary, setup.results, data, setup.runs, setup.evalset)
 
 
 def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) -> tuple[list[Job], dict[str, str]]:
@@ -309,7 +338,7 @@ def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) 
     if req.build and client is not None:
         for name in needed:
             ensure_built(client, name, setup.variants.of(name), req.manifests, console, ROOT)
-    jobs = req.plan.plan(setup.profile, setup.models, tags, lambda img: imagefacts.served_models(client, tags[img]))
+    jobs = replace(req.plan, evalset=setup.evalset).plan(setup.profile, setup.models, tags, lambda img: imagefacts.served_models(client, tags[img]))
     if setup.gpus:
         jobs = [j if runs_on_gpu(setup.variants.spec(setup.images, j.image)) else replace(j, cpu_only=True)
                 for j in jobs]

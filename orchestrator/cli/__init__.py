@@ -20,7 +20,7 @@ from .doctor import doctor
 from .images import images_app, models_cmd
 from .k8s import k8s_app
 from .output import console
-from .results import compare, rank, report
+from .results import compare, rank, report, robustness
 from .run import run
 from .slurm import slurm_app
 from .weights import weights_app
@@ -31,6 +31,7 @@ app.command()(run)
 app.command()(rank)
 app.command()(report)
 app.command()(compare)
+app.command()(robustness)
 app.command("models")(models_cmd)
 app.add_typer(images_app, name="images")
 app.add_typer(weights_app, name="weights")

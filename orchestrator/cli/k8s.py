@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..bench.evalset import evalset_offline
 from ..bench.imagefacts import image_tags
 from ..bench.plan import PlanOptions, check_precision
 from ..bench.variants import default_variant
@@ -42,11 +43,13 @@ def k8s_render(
     weights: Optional[str] = options.weights("override the profile: imagenet|imagenet:VARIANT|random"),
     limit: Optional[int] = options.Limit,
     precision: Optional[str] = options.Precision,
+    dataset: Optional[str] = options.Dataset,
     manifests: Path = options.Manifests,
 ) -> None:
     """Write one batch/v1 Indexed Job per image of a profile (one completion index per model) and a README."""
     from ..engines import k8s, k8s_inputs
 
+    evalset = evalset_offline(manifests, dataset)  # None: the default set
     target = k8s.Target(
         profile=profile,
         data_claim=k8s_inputs.check_name(data_claim, "--data-claim"),
@@ -57,6 +60,7 @@ def k8s_render(
         namespace=k8s_inputs.check_name(namespace, "--namespace", label=True) if namespace is not None else None,
         registry=k8s_inputs.check_registry(image_registry),
         data_path=k8s_inputs.check_data_path(data_path),
+        slot=evalset.slot if evalset is not None else None,
     )
     k8s_inputs.check_weights(weights)
     if precision is not None:
@@ -66,7 +70,7 @@ def k8s_render(
     tags = image_tags(manifests, target.variant)
     note = lambda m: console.print(f"note: {m}", highlight=False, soft_wrap=True)  # noqa: E731
     served = k8s_inputs.served_offline(prof, tags, k8s_inputs.parse_models_from(models_from, list(prof.models)), note)
-    plan = PlanOptions(only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision)
+    plan = PlanOptions(model, batch_size, weights, limit, precision, evalset)
     jobs = plan.plan(prof, models_manifest, tags, served)
     if not jobs:
         raise BenchError(f"profile {profile!r} lists no models; add some in {manifests / 'profiles.yaml'}")

@@ -22,7 +22,11 @@ Labels = typer.Option(None, "--labels", help="real (the ReaL labels), or a CSV f
 CacheDir = typer.Option(None, "--cache-dir", help=f"pixel cache folder (default ${pixelcache.ROOT_ENV} or .cache/pixels)")
 Variant = typer.Option(None, "--variant", help="image variant (cpu|cuda), then IMAGE=VARIANT overrides (zoobench run: "
                        "e.g. cuda,mxnet=cpu runs mxnet's models on the CPU); default cuda with --gpus, else cpu")
-Data = typer.Option(None, "--data", help="validation folder (synset sub-folders)")
+DataSets = typer.Option(None, "--data", help="the data folder (synset sub-folders), or NAME=DIR per evaluation set "
+                        "of the profile (repeatable)")
+Dataset = typer.Option(None, "--dataset", help="evaluation set (manifests/datasets.yaml): imagenet-val (default) | "
+                       "imagenet-v2 | imagenet-r | imagenet-a | imagenet-sketch | imagenet-c | imagenet-r-clean | "
+                       "imagenet-a-clean")
 Model = typer.Option(None, "--model", help="only these models (repeatable)")
 BatchSize = typer.Option(None, "--batch-size", min=1)
 Limit = typer.Option(None, "--limit", min=1, help="first N images only")

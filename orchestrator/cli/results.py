@@ -1,4 +1,4 @@
-"""``zoobench rank``, ``report`` and ``compare``: results folders in, rankings and reports out."""
+"""``zoobench rank``, ``report``, ``compare`` and ``robustness``: results folders in, rankings and reports out."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,12 +16,34 @@ def rank(
     labels: Optional[str] = options.Labels,
     fmt: str = typer.Option("table", "--format", help="table|markdown|csv|json"),
     mixed_precision: bool = options.Mixed,
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="only this evaluation set's ranking "
+                                          "(manifests/datasets.yaml; NAME-generated: a generated set's); "
+                                          "default: every set in RESULTS_DIR, one ranking each"),
+    manifests: Path = options.Manifests,
 ) -> None:
-    """Score every predictions.npz + run.json below RESULTS_DIR and print the ranking."""
+    """Score every predictions.npz + run.json below RESULTS_DIR and print the ranking of each evaluation set
+    (the set run.json names; runs of different sets are never ranked together)."""
     from ..results.labels import parse_labels
     from ..results.ranking import run_rank
 
-    run_rank(results_dir, parse_labels(labels), fmt, out, mixed_precision=mixed_precision)
+    run_rank(results_dir, parse_labels(labels), fmt, out, mixed_precision=mixed_precision, dataset=dataset,
+             manifests=manifests)
+
+
+def robustness(
+    results_dir: Path = typer.Argument(..., help="folder holding runs of shifted sets and their clean runs"),
+    labels: Optional[str] = options.Labels,
+    fmt: str = typer.Option("table", "--format", help="table|markdown|csv|json"),
+    mixed_precision: bool = options.Mixed,
+    manifests: Path = options.Manifests,
+) -> None:
+    """Each run of a shifted set (ImageNet-V2, -R, -A, -Sketch: Acc@1 drop and rank change; ImageNet-C: error
+    per corruption and severity, mCE, relative mCE) against its clean run of the same framework, model,
+    weights and precision."""
+    from ..results.labels import parse_labels
+    from ..results.robusttables import run_robustness
+
+    run_robustness(results_dir, parse_labels(labels), fmt, out, mixed_precision=mixed_precision, manifests=manifests)
 
 
 def report(
@@ -34,13 +56,14 @@ def report(
     manifests: Path = options.Manifests,
 ) -> None:
     """Write results.md, a PNG of Acc@1 against images/s per framework, and report.html (one self-contained
-    page: sortable ranking, plot, environments, agreement matrices, disagreement gallery)."""
+    page: sortable ranking of each evaluation set, plot, robustness when there are shifted sets,
+    environments, agreement matrices, disagreement gallery)."""
     from ..results.labels import parse_labels
     from ..results.ranking import run_rank
     from ..results.report import write_reports
 
     parsed = parse_labels(labels)
-    rows = run_rank(results_dir, parsed, "none", out, mixed_precision=mixed_precision)
+    rows = run_rank(results_dir, parsed, "none", out, mixed_precision=mixed_precision, manifests=manifests)
     for path in write_reports(rows, results_dir, out_dir or results_dir, parsed, data, manifests):
         out.print(str(path))
 

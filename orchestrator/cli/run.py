@@ -2,6 +2,7 @@
 then print the summary, the ranking and the report, and exit 1 when a model did not finish."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..bench.plan import PlanOptions
-from ..bench.runner import summary_rows
+from ..bench.runner import BenchSummary, summary_rows
 from ..bench.service import BenchRequest, BenchRun, run_bench
 from ..engines.slurm import SlurmOptions
 from ..errors import BenchError, RankError
@@ -19,7 +20,8 @@ from .output import console, out
 
 def run(
     profile: str = options.profile("sample"),
-    data: Optional[Path] = options.Data,
+    data: Optional[list[str]] = options.DataSets,
+    dataset: Optional[str] = options.Dataset,
     results: Optional[Path] = typer.Option(None, "--results", help="results folder (default results/PROFILE)"),
     gpus: Optional[str] = typer.Option(None, "--gpus",
                                        help="GPU indices, e.g. 0,1 (--jobs-per-gpu models per GPU at a time)"),
@@ -66,24 +68,67 @@ def run(
     if isinstance(parsed, Path) and not parsed.is_file():
         raise BenchError(f"--labels {parsed}: no such file; pass real or a CSV with columns filename,wnid")
     request = BenchRequest(
-        profile=profile, data=data, results=results, gpus=gpus, variant=variant,
+        profile=profile, data=None, results=results, gpus=gpus, variant=variant,
         plan=PlanOptions(only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision),
         labels=parsed, force=force, build=build, jobs_per_gpu=jobs_per_gpu, pixel_cache=pixel_cache, engine=engine,
         runtime=runtime, images_dir=images_dir, manifests=manifests,
         slurm=SlurmOptions(partition, account, time_limit, gres, max_parallel, tuple(sbatch_arg or ())),
     )
-    finish(run_bench(request, console), parsed, fmt, mixed_precision, manifests)
+    done = [run_bench(replace(request, dataset=name, data=folder), console)
+            for name, folder in bench_sets(request, dataset, data or [])]
+    finish(done, parsed, fmt, mixed_precision, manifests)
 
 
-def finish(done: BenchRun, labels: Any, fmt: str, mixed_precision: bool, manifests: Path) -> None:
-    """The summary, then the ranking and report of what ran, then every failure in full; exit 1 when a
-    model did not finish or none ran."""
+def bench_sets(request: BenchRequest, dataset: str | None, data: list[str]) -> list[tuple[str | None, Path | None]]:
+    """(set, data folder) of each bench a ``zoobench run`` makes: ``--dataset`` alone, else the profile's
+    ``datasets`` (each on its ``--data NAME=DIR``; a set that reads only some val classes may use the
+    val folder), else the default set. One line for a set without data or data for no set."""
+    from ..data.datasets import load_datasets
+    from ..manifests import get_profile
+
+    manifest = load_datasets(request.manifests)
+    listed = get_profile(request.profile, request.manifests).datasets
+    names = [dataset] if dataset else list(listed or [manifest.default])
+    for name in names:
+        manifest.get(name, "--dataset" if dataset else f"profile {request.profile} datasets:")
+    named = {}
+    plain = []
+    for item in data:
+        key, sep, folder = item.partition("=")
+        if sep and key in manifest.datasets:
+            named[key] = Path(folder)
+        else:
+            plain.append(Path(item))
+    if len(plain) > 1 or (plain and len(names) > 1):
+        raise BenchError(f"--data: {len(plain)} folder(s) for {len(names)} evaluation set(s) ({', '.join(names)}); "
+                         "give --data NAME=DIR for each set")
+    stray = [k for k in named if k not in names]
+    if stray:
+        raise BenchError(f"--data {stray[0]}=...: this bench does not run {stray[0]} (it runs {', '.join(names)})")
+    if plain:
+        named[names[0]] = plain[0]
+    val = named.get(manifest.default)
+    out: list[tuple[str | None, Path | None]] = []
+    for name in names:
+        folder = named.get(name) or (val if manifest.datasets[name].subset_images else None)
+        if folder is None and len(names) > 1:
+            raise BenchError(f"--data {name}=DIR is missing: profile {request.profile} benches {', '.join(names)}; "
+                             "give each set its folder")
+        out.append((None if name == manifest.default and not dataset else name, folder))
+    return out
+
+
+def finish(done_list: list[BenchRun], labels: Any, fmt: str, mixed_precision: bool, manifests: Path) -> None:
+    """The summary of each bench, then the ranking and report of what ran, then every failure in full; exit 1
+    when a model did not finish or none ran."""
     from ..results.ranking import run_rank
     from ..results.report import write_reports
 
-    summary, results = done.summary, done.results
+    done = done_list[-1]
+    summary, results = BenchSummary([o for d in done_list for o in d.summary.outcomes]), done.results
     rows = summary_rows(summary)
-    print_summary(rows)
+    for d in done_list:
+        print_summary(summary_rows(d.summary), d.evalset.describe() if d.evalset is not None else None)
     if summary.count("ok") + summary.count("reused"):
         ranked = run_rank(results, labels, fmt, out, mixed_precision=mixed_precision)
         try:
@@ -107,9 +152,9 @@ def finish(done: BenchRun, labels: Any, fmt: str, mixed_precision: bool, manifes
         raise typer.Exit(1)
 
 
-def print_summary(rows: list[dict[str, Any]]) -> None:
+def print_summary(rows: list[dict[str, Any]], evalset: str | None = None) -> None:
     """One row per model; the reasons of models that did not run follow, each on one full line."""
-    table = Table(title="bench", show_lines=False)
+    table = Table(title="bench" + (f" on {evalset}" if evalset else ""), show_lines=False)
     for col in ("image", "model", "weights", "status", "batch", "img/s"):
         table.add_column(col)
     colours = {"ok": "green", "reused": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "red"}

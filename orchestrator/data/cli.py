@@ -34,21 +34,33 @@ def _ticker(label: str, every_s: float = 5.0) -> Callable[..., None]:
 
 @data_app.command("prepare")
 def prepare_cmd(
-    out: Path = typer.Option(..., "--out", help="destination: OUT/<wnid>/ILSVRC2012_val_*.JPEG"),
+    out: Path = typer.Option(..., "--out", help="destination: OUT/<wnid>/<file> (ImageNet-C: OUT/<corruption>/"
+                                                 "<severity>/<wnid>/<file>)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="the set to prepare (manifests/datasets.yaml): "
+                                          "imagenet-v2, imagenet-r, imagenet-a, imagenet-sketch, imagenet-c, "
+                                          "imagenet-val"),
+    sources: Optional[list[Path]] = typer.Option(None, "--from", help="with --dataset: the archive as distributed "
+                                                 "(tar, tar.gz, zip) or its extracted folder; repeat it for "
+                                                 "ImageNet-C's tars"),
     val_tar: Optional[Path] = typer.Option(None, "--val-tar", help="ILSVRC2012_img_val.tar (read as a stream)"),
     val_dir: Optional[Path] = typer.Option(None, "--val-dir", help="folder holding the val JPEGs"),
-    link: bool = typer.Option(False, "--link", help="hard-link instead of copying (--val-dir; symlink across disks)"),
+    link: bool = typer.Option(False, "--link", help="hard-link instead of copying (folder sources; symlink "
+                                                     "across disks)"),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
-                                          help="exit 0 when OUT holds only some of the 50,000 images (a subset)"),
+                                          help="exit 0 when OUT holds only part of the set (a subset)"),
+    manifests: Optional[Path] = typer.Option(None, "--manifests", help="folder of YAML manifests "
+                                             "(default: the checkout's manifests/)"),
 ) -> None:
-    """Sort the ImageNet validation images into synset folders, using the shipped ground truth.
+    """Sort an evaluation set into class folders: ImageNet val (--val-tar/--val-dir, or --dataset
+    imagenet-val --from) with the shipped ground truth, or another set from its archive(s) or folder.
 
-    Exit 1 when val files were left out (not images, symlinks out of --val-dir) or OUT is not the
-    full 50,000-image set (a truncated archive; --allow-incomplete accepts a subset); exit 2 on
-    bad arguments or an unreadable source."""
-    from .prepare import prepare
+    Exit 1 when files of the set were left out (not images, unsafe archive members, symlinks out of a
+    source folder) or OUT is not the whole set as known (a truncated archive: --allow-incomplete
+    accepts a subset); exit 2 on bad arguments or an unreadable source."""
+    from .prepare_sets import prepare_from
 
-    report = prepare(out, val_tar=val_tar, val_dir=val_dir, link=link, progress=_ticker("prepare"))
+    report = prepare_from(out, dataset, list(sources or []), val_tar=val_tar, val_dir=val_dir, link=link,
+                          manifests=manifests, progress=_ticker("prepare"))
     typer.echo(report.summary())
     problem = report.problem(allow_incomplete)
     if problem:
@@ -82,3 +94,8 @@ def sample_cmd(
     from .sample import make_sample
 
     typer.echo(make_sample(out).summary())
+
+
+from .corrupt_cmd import corrupt_cmd  # noqa: E402 - ``data corrupt`` has a module of its own
+
+data_app.command("corrupt")(corrupt_cmd)

@@ -8,7 +8,9 @@ nothing outside the source folder is read: a symlink whose target lies outside i
 (``refused_links``); links made with ``link`` point at the real file inside it. Every file is
 written atomically (temp file + rename); running again skips identical files, so an
 interrupted run resumes. :meth:`PrepareReport.problem` says, in one line, when the result is
-not what was asked for (files left out, or fewer than all 50,000 images).
+not what was asked for (files left out, or fewer than all 50,000 images). The reading and placing
+helpers (:func:`stream_tar`, :func:`walk_files`, :func:`place_bytes`, :func:`place_source`) are shared
+with :mod:`.prepare_sets`, which prepares the other evaluation sets the same way.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 from zoobench_contract.dataset import DataError, check_image_bytes, read_regular
 from zoobench_contract.outputs import atomic_write
@@ -28,6 +30,23 @@ from .ground_truth import N_VAL, val_ground_truth
 
 Progress = Callable[[int], None]
 SHOW = 10  # names listed per problem in summary()
+
+
+class Placing(Protocol):
+    """What the placing helpers record into: :class:`PrepareReport`, and the report of any other set."""
+
+    out: Path
+    written: int
+    linked: int
+    symlinked: int
+    skipped: int
+    replaced: list[str]
+    not_images: list[str]
+
+    @property
+    def refused_links(self) -> list[str]: ...
+
+    def leave_out(self, names: list[str], name: str, reason: str) -> None: ...
 
 
 @dataclass
@@ -71,14 +90,14 @@ class PrepareReport:
             lines.append(f"  complete: 1000 classes x 50 images ({N_VAL} files)")
         else:
             lines.append(f"  incomplete: {self.present} of {N_VAL} val images in {self.classes} of 1000 classes; "
-                         f"{len(self.missing)} missing{_names(self.missing)}")
+                         f"{len(self.missing)} missing{list_names(self.missing)}")
         for label, names in (("val names that are not images (left out)", self.not_images),
                              ("symlinks out of the source folder (refused)", self.refused_links),
                              ("not ImageNet val files (left out)", self.unknown),
                              ("val names met twice in the source (first kept)", self.repeated),
                              ("replaced a different file already in place", self.replaced)):
             if names:
-                lines.append(f"  {len(names)} {label}{_names(names)}")
+                lines.append(f"  {len(names)} {label}{list_names(names)}")
         return "\n".join(lines)
 
     def problem(self, allow_incomplete: bool = False) -> Optional[str]:
@@ -101,7 +120,8 @@ class PrepareReport:
         self.reasons[name] = reason
 
 
-def _names(names: list[str]) -> str:
+def list_names(names: list[str]) -> str:
+    """``: a, b, c ... and N more`` (the first :data:`SHOW` of ``names``)."""
     more = f" ... and {len(names) - SHOW} more" if len(names) > SHOW else ""
     return ": " + ", ".join(names[:SHOW]) + more
 
@@ -142,70 +162,98 @@ def prepare(out: Path, val_tar: Optional[Path] = None, val_dir: Optional[Path] =
 def _from_tar(tar_path: Path, out: Path, report: PrepareReport, progress: Optional[Progress]) -> None:
     truth = val_ground_truth()
     seen: set[str] = set()
+
+    def visit(member: tarfile.TarInfo, read: Callable[[], bytes]) -> None:
+        name = PurePosixPath(member.name).name
+        if name not in truth:
+            report.unknown.append(member.name)
+        elif name in seen:
+            report.repeated.append(member.name)
+        else:
+            seen.add(name)
+            data = read()
+            try:
+                check_image_bytes(data, f"{tar_path} member {member.name}")
+            except DataError as exc:
+                report.leave_out(report.not_images, member.name, str(exc))
+            else:
+                place_bytes(data, out / truth[name] / name, report)
+
+    stream_tar(tar_path, visit, progress)
+
+
+TarVisit = Callable[[tarfile.TarInfo, Callable[[], bytes]], None]
+
+
+def stream_tar(tar_path: Path, visit: TarVisit, progress: Optional[Progress] = None, files_only: bool = True) -> int:
+    """Read the tar at ``tar_path`` as a stream (any compression; a pipe works, nothing seeks) and call
+    ``visit(member, read)`` for each file member (each member at all unless ``files_only``); ``read()``
+    gives the member's bytes, during the call only. ``progress(n)`` after each file. Returns the number of
+    files. An unreadable or truncated archive, and a failed write under the destination, raise one
+    :class:`DataError` line naming the file; what was written before is kept (a re-run resumes)."""
     n = 0
     try:
         stream = tarfile.open(tar_path, mode="r|*")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{tar_path}: not a readable tar archive ({_reason(exc)}); check the download") from None
+        raise DataError(f"{tar_path}: not a readable tar archive ({exc_reason(exc)}); check the download") from None
+
+    def read_member(member: tarfile.TarInfo) -> bytes:
+        fobj = stream.extractfile(member)
+        return fobj.read() if fobj is not None else b""
+
     with stream:
         try:
             for member in stream:
-                if not member.isfile():
+                is_file = member.isfile()
+                if files_only and not is_file:
                     continue
-                n += 1
-                name = PurePosixPath(member.name).name
-                if name not in truth:
-                    report.unknown.append(member.name)
-                elif name in seen:
-                    report.repeated.append(member.name)
-                else:
-                    seen.add(name)
-                    fobj = stream.extractfile(member)
-                    data = fobj.read() if fobj is not None else b""
-                    try:
-                        check_image_bytes(data, f"{tar_path} member {member.name}")
-                    except DataError as exc:
-                        report.leave_out(report.not_images, member.name, str(exc))
-                    else:
-                        _place_bytes(data, out / truth[name] / name, report)
-                if progress:
+                n += is_file
+                visit(member, lambda: read_member(member))  # noqa: B023 - called before the loop moves on
+                if progress and is_file:
                     progress(n)
         except (tarfile.TarError, EOFError, zlib.error) as exc:
-            raise DataError(f"{tar_path}: archive is damaged or truncated after {n} files ({_reason(exc)}); "
+            raise DataError(f"{tar_path}: archive is damaged or truncated after {n} files ({exc_reason(exc)}); "
                             "files written so far are kept, fix the archive and run again") from None
         except OSError as exc:
             if exc.filename:  # writing under out failed
                 raise DataError(f"{exc.filename}: cannot write ({exc.strerror}); check free space "
                                 "and permissions, then run again to resume") from None
-            raise DataError(f"{tar_path}: read failed after {n} files ({_reason(exc)}); run again to resume") from None
+            raise DataError(f"{tar_path}: read failed after {n} files ({exc_reason(exc)}); "
+                            "run again to resume") from None
+    return n
+
+
+def walk_files(src_dir: Path, out: Path) -> Iterator[tuple[Path, str]]:
+    """(path, POSIX path relative to ``src_dir``) of every file below ``src_dir``, in sorted order;
+    hidden files and folders, and the folder ``out`` (when it lies inside), are skipped."""
+    out_real = os.path.realpath(out)
+    for dirpath, dirnames, filenames in os.walk(src_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) != out_real)
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                src = Path(dirpath, name)
+                yield src, src.relative_to(src_dir).as_posix()
 
 
 def _from_dir(val_dir: Path, out: Path, link: bool, report: PrepareReport, progress: Optional[Progress]) -> None:
     truth = val_ground_truth()
     seen: set[str] = set()
-    out_real, src_real = os.path.realpath(out), os.path.realpath(val_dir)
-    n = 0
-    for dirpath, dirnames, filenames in os.walk(val_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and os.path.realpath(os.path.join(dirpath, d)) != out_real)
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            src = Path(dirpath, name)
-            rel = src.relative_to(val_dir).as_posix()
-            n += 1
-            if name not in truth:
-                report.unknown.append(rel)
-            elif name in seen:
-                report.repeated.append(rel)
-            else:
-                seen.add(name)
-                _place_source(src, rel, src_real, out / truth[name] / name, link, report)
-            if progress:
-                progress(n)
+    src_real = os.path.realpath(val_dir)
+    for n, (src, rel) in enumerate(walk_files(val_dir, out), 1):
+        name = src.name
+        if name not in truth:
+            report.unknown.append(rel)
+        elif name in seen:
+            report.repeated.append(rel)
+        else:
+            seen.add(name)
+            place_source(src, rel, src_real, out / truth[name] / name, link, report)
+        if progress:
+            progress(n)
 
 
-def _place_bytes(data: bytes, dest: Path, report: PrepareReport) -> None:
+def place_bytes(data: bytes, dest: Path, report: Placing) -> None:
     if dest.is_file() and dest.stat().st_size == len(data) and dest.read_bytes() == data:
         report.skipped += 1
         return
@@ -215,7 +263,7 @@ def _place_bytes(data: bytes, dest: Path, report: PrepareReport) -> None:
     report.written += 1
 
 
-def _place_source(src: Path, rel: str, src_real: str, dest: Path, link: bool, report: PrepareReport) -> None:
+def place_source(src: Path, rel: str, src_real: str, dest: Path, link: bool, report: Placing) -> None:
     """Copy or link one val file of the source folder, unless it links out of the folder or is no image."""
     real = os.path.realpath(src)
     if os.path.commonpath([real, src_real]) != src_real:
@@ -230,15 +278,15 @@ def _place_source(src: Path, rel: str, src_real: str, dest: Path, link: bool, re
         return
     try:
         if link:
-            _place_link(Path(real), dest, report)
+            place_link(Path(real), dest, report)
         else:
-            _place_bytes(data, dest, report)
+            place_bytes(data, dest, report)
     except OSError as exc:
         raise DataError(f"{exc.filename or src}: cannot copy ({exc.strerror or exc}); check free space "
                         "and permissions, then run again to resume") from None
 
 
-def _place_link(src: Path, dest: Path, report: PrepareReport) -> None:
+def place_link(src: Path, dest: Path, report: Placing) -> None:
     """Hard-link ``dest`` to ``src`` (a real path), or symlink it where a hard link is impossible."""
     if dest.exists():
         if _same(src, dest):
@@ -293,6 +341,7 @@ def _tally(out: Path, report: PrepareReport) -> None:
     report.missing = sorted(missing)
 
 
-def _reason(exc: BaseException) -> str:
+def exc_reason(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -70,6 +70,7 @@ class Target:
     namespace: str | None = None
     registry: str | None = None
     data_path: str = DATA_MOUNT
+    slot: str | None = None  # the evaluation set's results sub-folder (None: the default set, at the top)
 
     @property
     def device(self) -> str:
@@ -94,7 +95,7 @@ def pod_script(jobs: list[Job], target: Target) -> str:
         "# then RESULTS/NAME.partial renamed to RESULTS/NAME, as a local run publishes it.",
         "set -u",
         f"OUT={OUT_MOUNT}",
-        f"RESULTS={RESULTS_MOUNT}",
+        f"RESULTS={RESULTS_MOUNT}" + (f"/{target.slot}" if target.slot else ""),
         'case "${JOB_COMPLETION_INDEX:-}" in',
     ]
     for index, job in enumerate(jobs):
@@ -253,7 +254,7 @@ def render_job(image: str, tag: str, jobs: list[Job], target: Target,
         api_version="batch/v1",
         kind="Job",
         metadata=k.V1ObjectMeta(
-            name=job_name(target.profile, image), namespace=target.namespace, labels=labels,
+            name=job_name(target.profile + (f"-{target.slot}" if target.slot else ""), image), namespace=target.namespace, labels=labels,
             annotations={"zoobench/image-tag": tag,
                          "zoobench/models": json.dumps([j.model for j in jobs])},  # completion index -> model
         ),

@@ -2,7 +2,8 @@
 
 Runs are matched by relative image path (the ``paths`` of predictions.npz), so runs of different
 subsets or data folders compare on the images they share; two runs made on different data (their
-run.json ``data.digest`` differ) get a note saying so.
+run.json ``data.digest`` differ) get a note saying so. Agreement matrices are per evaluation set
+(run.json ``dataset``): runs of one architecture on val and on ImageNet-R are never in one matrix.
 
 *Disagree most*: the shared images whose top-1 classes differ, ordered by the sum of the two
 runs' top-1 scores (softmax probabilities), highest first, i.e. where both runs are most sure of
@@ -24,6 +25,7 @@ from zoobench_contract.outputs import PREDICTIONS_FILE, RUN_FILE
 
 from ..errors import RankError
 from .architectures import ArchitecturesManifest
+from .evalsets import set_suffix
 from .labels import Labels, truth_for
 from .ranking import find_runs, read_predictions, read_run_json, run_field, run_name, run_precision
 from .records import ALPHA
@@ -220,10 +222,11 @@ class AgreementMatrix:
         return dict(self.__dict__)
 
 
-def agreement_matrices(results_dir: Path, architectures: ArchitecturesManifest) -> tuple[list[AgreementMatrix],
-                                                                                          list[str]]:
+def agreement_matrices(results_dir: Path, architectures: ArchitecturesManifest,
+                       only: set[str] | None = None) -> tuple[list[AgreementMatrix], list[str]]:
     """One :class:`AgreementMatrix` per architecture with two or more finished runs below ``results_dir``
-    (in the manifest's order); returns (matrices, notes)."""
+    (in the manifest's order; only the runs named in ``only`` when given, e.g. one evaluation set's);
+    returns (matrices, notes)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise RankError(f"results folder {results_dir} does not exist; run `zoobench run` first or pass the right folder")
@@ -233,6 +236,8 @@ def agreement_matrices(results_dir: Path, architectures: ArchitecturesManifest) 
     notes: list[str] = []
     for run_dir in find_runs(results_dir):
         name = run_name(results_dir, run_dir)
+        if only is not None and name not in only:
+            continue
         try:
             run = read_run(run_dir, name)
         except RankError as exc:
@@ -242,7 +247,7 @@ def agreement_matrices(results_dir: Path, architectures: ArchitecturesManifest) 
         if arch is None:
             unknown.append(name)
         else:
-            members.setdefault(arch, []).append((name, run_dir, run))
+            members.setdefault(arch + set_suffix(run), []).append((name, run_dir, run))  # one matrix per set
     if unknown:
         notes.append(f"{len(unknown)} run(s) of no architecture in the manifest (e.g. {unknown[0]!r}); "
                      "add them to manifests/architectures.yaml to compare them")
@@ -250,8 +255,10 @@ def agreement_matrices(results_dir: Path, architectures: ArchitecturesManifest) 
     if single:
         notes.append(f"{len(single)} architecture(s) with one run only, nothing to compare: {', '.join(single)}")
     matrices = []
-    for arch in architectures.architectures:
-        found = members.get(arch, [])
+    keys = [k for arch in architectures.architectures
+            for k in sorted(k for k in members if k == arch or k.startswith(arch + " ["))]
+    for arch in keys:
+        found = members[arch]
         if len(found) < 2:
             continue
         runs = [load_run(d, name, run) for name, d, run in found]

@@ -1,6 +1,7 @@
-"""Ground truth of each prediction path: one class from its synset folder or a labels CSV (rows
-matched by relative path, or by file name where that is unambiguous), or the set of classes of the
-ReaL labels (``--labels real``); :class:`Truth` (:mod:`.truth`) scores top-k predictions. Every bad label is one
+"""Ground truth of each prediction path: one class from its synset folder (or, for a set of layout
+``integer`` such as ImageNet-V2, its folder ``0``..``999`` = class index), or a labels CSV (rows matched
+by relative path, or by file name where that is unambiguous), or the set of classes of the ReaL labels
+(``--labels real``); :class:`Truth` (:mod:`.truth`) scores top-k predictions. Every bad label is one
 :class:`LabelError` line naming the file or row."""
 from __future__ import annotations
 
@@ -22,19 +23,33 @@ def _wnid_index() -> dict[str, int]:
     return wnid_to_index()
 
 
-def labels_from_folders(paths: Sequence[str]) -> np.ndarray:
-    """Class index per path: the deepest folder component of the path that is an ImageNet wnid."""
+INTEGER = "integer"  # the layout whose class folders are numbers 0..999 (class index k = folder k)
+
+
+def _folder_label(folder: str, index: dict[str, int], integer: bool) -> int:
+    """The deepest wnid component of ``folder``, else (``integer``) its deepest number 0..999, else -1."""
+    parts = folder.split("/")
+    label = next((index[p] for p in reversed(parts) if p in index), -1)
+    if label < 0 and integer:
+        label = next((int(p) for p in reversed(parts) if p.isdecimal() and int(p) < len(index)), -1)
+    return label
+
+
+def labels_from_folders(paths: Sequence[str], layout: str = "wnid") -> np.ndarray:
+    """Class index per path: the deepest folder component of the path that is an ImageNet wnid (for
+    layout ``integer``, else its deepest folder named by a class index 0..999, by numeric value)."""
     index = _wnid_index()
+    integer = layout == INTEGER
     by_folder: dict[str, int] = {}
     out = np.empty(len(paths), dtype=np.int64)
     for i, path in enumerate(paths):
         folder, _, _ = str(path).replace("\\", "/").rpartition("/")
         label = by_folder.get(folder)
         if label is None:
-            label = next((index[p] for p in reversed(folder.split("/")) if p in index), -1)
-            by_folder[folder] = label
+            label = by_folder[folder] = _folder_label(folder, index, integer)
         if label < 0:
-            raise LabelError(f"no label for {path!r}: none of its folders is an ImageNet wnid; {FIX}")
+            what = "an ImageNet wnid or a class number 0..999" if integer else "an ImageNet wnid"
+            raise LabelError(f"no label for {path!r}: none of its folders is {what}; {FIX}")
         out[i] = label
     return out
 
@@ -135,9 +150,9 @@ def _row_by_name(path: str, rows: dict[str, list[str]], paths: dict[str, list[st
     return found[0]
 
 
-def labels_for(paths: Sequence[str], labels_csv: Path | None = None) -> np.ndarray:
-    """Class indices for ``paths``: from ``labels_csv`` when given, else from synset folders."""
-    return labels_from_csv(paths, labels_csv) if labels_csv is not None else labels_from_folders(paths)
+def labels_for(paths: Sequence[str], labels_csv: Path | None = None, layout: str = "wnid") -> np.ndarray:
+    """Class indices for ``paths``: from ``labels_csv`` when given, else from their class folders."""
+    return labels_from_csv(paths, labels_csv) if labels_csv is not None else labels_from_folders(paths, layout)
 
 
 REAL = "real"  # the --labels word for the ReaL labels (orchestrator/results/real.py)
@@ -153,10 +168,11 @@ def parse_labels(text: str | Path | None) -> Labels:
     return Path(text)
 
 
-def truth_for(paths: Sequence[str], labels: Labels = None) -> Truth:
-    """The :class:`Truth` of ``paths``: ReaL for ``"real"``, else one label each (:func:`labels_for`)."""
+def truth_for(paths: Sequence[str], labels: Labels = None, layout: str = "wnid") -> Truth:
+    """The :class:`Truth` of ``paths``: ReaL for ``"real"``, else one label each (:func:`labels_for`;
+    ``layout`` is the set's, from manifests/datasets.yaml)."""
     if isinstance(labels, str) and labels == REAL:
         from .real import real_truth
 
         return real_truth(paths)
-    return Truth.single(labels_for(paths, None if labels is None else Path(labels)))
+    return Truth.single(labels_for(paths, None if labels is None else Path(labels), layout))

@@ -1,5 +1,6 @@
-"""The records of a ranking: one scored run (ModelResult), one ranked row (RankRow), and the
-significance level (ALPHA) that marks a row significantly better than the next."""
+"""The records of a ranking: the evaluation set a run was made on (EvalSet), one scored run
+(ModelResult), one ranked row (RankRow), and the significance level (ALPHA) that marks a row
+significantly better than the next."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,6 +10,46 @@ from typing import Any
 import numpy as np
 
 ALPHA = 0.05
+DEFAULT_SET = "imagenet-val"  # what a run that records no ``dataset`` was made on
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The evaluation set of a run as its run.json says (``dataset``, ``data.generated``), with what
+    manifests/datasets.yaml says of it; runs are grouped (and never ranked across) by :attr:`key`."""
+
+    name: str = DEFAULT_SET
+    generated: bool = False
+    title: str = "ImageNet-1k validation"
+    default: bool = True
+    layout: str = "wnid"
+    scoring: str = "accuracy"  # accuracy | corruption
+    clean: str | None = None  # the set whose Acc@1 is this one's clean reference
+    class_subset: str | None = None
+    corruptions: tuple[str, ...] = ()
+    extra_corruptions: tuple[str, ...] = ()
+    severities: int | None = None
+    known: bool = True  # in the manifest
+
+    @property
+    def key(self) -> tuple[str, bool]:
+        return self.name, self.generated
+
+    @property
+    def label(self) -> str:
+        """``imagenet-c`` or ``imagenet-c (generated)``."""
+        return self.name + (" (generated)" if self.generated else "")
+
+    @property
+    def heading(self) -> str:
+        """The title up to its parenthesis, and "(generated)" for a generated set: ``ImageNet-C (generated)``."""
+        short = self.title.split(" (", 1)[0].strip() or self.name
+        return short + (" (generated)" if self.generated else "")
+
+    @property
+    def shifted(self) -> bool:
+        """A set with a clean reference (V2, R, A, Sketch, C): one `zoobench robustness` reports on."""
+        return self.clean is not None
 
 
 @dataclass
@@ -35,6 +76,10 @@ class ModelResult:
     correct5: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     labels: str = "imagenet"  # what acc1/acc5 are scored against: "imagenet" (one label) or "real"
     n_images: int = 0  # images predicted; ``n`` of them are scored (all but those without a ReaL label)
+    eval_set: EvalSet = field(default_factory=EvalSet)
+    classes: str | None = None  # the class subset the logits were restricted to ("imagenet-r, 200 classes")
+    # scoring "corruption" only: (corruption, severity) -> (top-1 right, images scored)
+    by_corruption: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @property
     def platform(self) -> str:
@@ -60,5 +105,6 @@ class RankRow:
             "rank1": self.rank1, "rank5": self.rank5, "images_per_second": r.images_per_second,
             "p_vs_next": self.p_vs_next, "significant_vs_next": self.significant_vs_next,
             "device": r.device, "batch_size": r.batch_size, "precision": r.precision, "data_digest": r.data_digest,
-            "labels": r.labels, "n_images": r.n_images,
+            "labels": r.labels, "n_images": r.n_images, "dataset": r.eval_set.name,
+            "generated": r.eval_set.generated, "classes": r.classes,
         }

@@ -1,5 +1,6 @@
 """The ranking's output formats: a rich table that fits the terminal, Markdown, CSV and JSON, with
-their shared cells, headers, title and caption."""
+their shared cells, headers, title and caption. Rows of several evaluation sets are split into one
+ranking per set (:func:`split_groups`); CSV and JSON rows carry their set (``dataset``, ``generated``)."""
 from __future__ import annotations
 
 import csv
@@ -55,16 +56,46 @@ def real_note(rows: list[RankRow]) -> str:
             f"{r.n} of {r.n_images} images have one and are scored.")
 
 
+def split_groups(rows: list[RankRow]) -> list[list[RankRow]]:
+    """``rows`` split by evaluation set, in the order each set first comes."""
+    groups: dict[tuple[str, bool], list[RankRow]] = {}
+    for row in rows:
+        groups.setdefault(row.result.eval_set.key, []).append(row)
+    return list(groups.values())
+
+
+def primary(groups: list[list[RankRow]]) -> list[RankRow]:
+    """The default set's rows (ImageNet val) when there are some, else the first set's."""
+    return next((g for g in groups if g[0].result.eval_set.default and not g[0].result.eval_set.generated),
+                groups[0] if groups else [])
+
+
+def set_note(rows: list[RankRow]) -> str:
+    """What scoring a set other than val means: a class restriction, ImageNet-C's pooled Acc@1, generated."""
+    if not rows:
+        return ""
+    r = rows[0].result
+    s, notes = r.eval_set, []
+    if r.classes:
+        notes.append(f"Logits restricted to the set's classes ({r.classes}) before the top-k.")
+    if s.scoring == "corruption":
+        notes.append("Acc@1 over every corruption and severity together; `zoobench robustness` gives the mCE.")
+    if s.generated:
+        notes.append("Generated set (`zoobench data corrupt`): not comparable with published numbers.")
+    return " ".join(notes)
+
+
 def caption(rows: list[RankRow]) -> str:
     text = CAPTION.replace("on Acc@1", "on ReaL Acc@1") if is_real(rows) else CAPTION
-    return " ".join(t for t in (real_note(rows), text) if t)
+    return " ".join(t for t in (set_note(rows), real_note(rows), text) if t)
 
 
 def title(rows: list[RankRow]) -> str:
     r = rows[0].result if rows else None
+    name = "ImageNet" if r is None or (r.eval_set.default and not r.eval_set.generated) else r.eval_set.heading
     if r is not None and r.labels == REAL:
-        return f"ImageNet ranking, ReaL labels ({r.n} of {r.n_images} images)"
-    return f"ImageNet ranking ({r.n if r else 0} images)"
+        return f"{name} ranking, ReaL labels ({r.n} of {r.n_images} images)"
+    return f"{name} ranking ({r.n if r else 0} images)"
 
 
 def text_cells(row: RankRow) -> list[str]:
@@ -178,6 +209,14 @@ def md_escape(text: str) -> str:
 
 
 def format_markdown(rows: list[RankRow]) -> str:
+    """One Markdown table (and caption) per evaluation set, each under its title when there are several."""
+    groups = split_groups(rows)
+    if len(groups) > 1:
+        return "\n".join(f"**{md_escape(title(g))}**\n\n" + _markdown_table(g) for g in groups)
+    return _markdown_table(rows)
+
+
+def _markdown_table(rows: list[RankRow]) -> str:
     names = headers(rows)
     lines = ["| " + " | ".join(names) + " |",
              "|" + "|".join("---:" if h not in TEXT_HEADERS else "---" for h in HEADERS) + "|"]
@@ -187,7 +226,7 @@ def format_markdown(rows: list[RankRow]) -> str:
 
 CSV_FIELDS = ["rank1", "rank5", "platform", "model", "weights", "precision", "n", "acc1_pct", "acc1_ci_low_pct",
               "acc1_ci_high_pct", "acc5_pct", "acc5_ci_low_pct", "acc5_ci_high_pct", "images_per_second",
-              "p_vs_next", "significant_vs_next", "run", "labels", "n_images"]
+              "p_vs_next", "significant_vs_next", "run", "labels", "n_images", "dataset", "generated"]
 
 
 def format_csv(rows: list[RankRow]) -> str:
@@ -201,7 +240,7 @@ def format_csv(rows: list[RankRow]) -> str:
                          fmt_ips(r.images_per_second),
                          "" if row.p_vs_next is None else f"{row.p_vs_next:.6g}",
                          "" if row.significant_vs_next is None else str(row.significant_vs_next).lower(), r.run,
-                         r.labels, r.n_images])
+                         r.labels, r.n_images, r.eval_set.name, str(r.eval_set.generated).lower()])
     return buf.getvalue()
 
 

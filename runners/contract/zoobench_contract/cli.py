@@ -21,8 +21,9 @@ import numpy as np
 import typer
 
 from .backend import Backend, ModelSpec, UsageError, WeightsUnavailable
+from .classsets import ClassSubset, images_of, load_subset, restrict
 from .clitools import run_app
-from .dataset import DataError, file_sha256, list_images, set_digest
+from .dataset import GENERATED_FILE, DataError, file_sha256, list_images, set_digest
 from .integrity import StateChanged, determinism_record, parameters_record, state_of
 from .loader import default_workers, iter_batches
 from .pixelcache import PixelCache
@@ -197,6 +198,41 @@ def parse_overrides(text: str | None) -> dict[str, Any]:
     return value
 
 
+def select_images(data: Path, limit: int | None, subset: ClassSubset | None, subset_images: bool) -> list[str]:
+    """The files a run reads: every image below ``data`` (only those of ``subset``'s classes with
+    ``subset_images``), then the first ``limit``; the orchestrator scans the same list."""
+    paths = list_images(data)
+    if subset_images:
+        if subset is None:
+            fail("--subset-images needs --classes (the classes whose images are read)")
+        paths = images_of(paths, subset)
+        if not paths:
+            fail(f"{data}: no image lies in a folder of the {len(subset.indices)} classes of --classes {subset.name}")
+    return paths[:limit] if limit else paths
+
+
+def class_subset(classes: str | None, topk: int) -> ClassSubset | None:
+    """``--classes`` read and checked (at least ``topk`` classes, so top-k stays within the subset)."""
+    if classes is None:
+        return None
+    subset = load_subset(classes)
+    if len(subset.indices) < topk:
+        fail(f"--classes {classes}: {len(subset.indices)} classes, fewer than --topk {topk}; list more classes")
+    return subset
+
+
+def generated_record(data: Path) -> dict[str, Any] | None:
+    """How a generated set was made (``zoobench data corrupt`` writes :data:`GENERATED_FILE` at its top)."""
+    marker = data / GENERATED_FILE
+    if not marker.is_file():
+        return None
+    try:
+        value = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        fail(f"{marker}: unreadable; regenerate the set with `zoobench data corrupt`")
+    return value if isinstance(value, dict) else {"record": value}
+
+
 @app.command("list")
 def list_models() -> None:
     """Print a JSON array of the models this image serves, with preprocessing and weights."""
@@ -255,6 +291,11 @@ def run(
     pixels: Optional[Path] = typer.Option(None, "--pixels", help="a pixel cache folder (predict cache) to read the crops from"),
     normalise: str = typer.Option("device", "--normalise", help="device (uint8 to the backend) | host (float32 numpy)"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (deterministic) | tf32 | bf16"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="imagenet-r | imagenet-a | FILE (wnids or class "
+                                          "indices): logits restricted to these classes before softmax and top-k"),
+    subset_images: bool = typer.Option(False, "--subset-images", help="read only the images of the --classes "
+                                       "classes (their wnid folders): the clean reference of a 200-class set"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="the evaluation set's name, recorded in run.json"),
 ) -> None:
     """Predict every image below --data; write predictions.npz and run.json atomically."""
     if device not in ("auto", "cpu", "cuda"):
@@ -270,7 +311,8 @@ def run(
         prep = base.override(parse_overrides(preprocess_json))
     except (ValueError, TypeError) as exc:
         fail(f"--preprocess: {exc}")
-    paths = list_images(data)[:limit] if limit else list_images(data)
+    subset = class_subset(classes, topk)
+    paths = select_images(data, limit, subset, subset_images)
     cache = PixelCache.open(pixels, prep, paths) if pixels is not None else None
     check_weights_choice(weights)
     used_device = backend.resolve_device(device)
@@ -287,7 +329,8 @@ def run(
     t_warm = time.perf_counter() - t0
     state_before = state_of(backend, net)  # after the warm-up: lazily built layers exist by now
 
-    all_logits, digests, compute = [], [], 0.0
+    all_logits: list[np.ndarray] = []  # kept only with --save-logits: 4 kB an image (15 GB for all of ImageNet-C)
+    all_indices, all_scores, digests, compute = [], [], [], 0.0
     n_workers = workers or default_workers()
     batches = (cache.iter_batches(paths, batch_size) if cache is not None
                else iter_batches(data, paths, prep, batch_size, workers=n_workers))
@@ -298,7 +341,13 @@ def run(
         compute += time.perf_counter() - tc
         if logits.shape != (len(batch.paths), spec.num_classes):
             fail(f"{spec.name}: model returned shape {logits.shape}, expected ({len(batch.paths)}, {spec.num_classes})", 1)
-        all_logits.append(logits)
+        if not np.isfinite(logits).all():
+            fail(f"{spec.name}: non-finite logits (NaN/inf) from {weights} weights; the weights are broken", 1)
+        top_indices, top_scores = softmax_topk(restrict(logits, subset), topk)
+        all_indices.append(top_indices)
+        all_scores.append(top_scores)
+        if save_logits:
+            all_logits.append(logits)
         digests.extend(batch.sha256)
         now = time.perf_counter()
         if now - last_report >= PROGRESS_EVERY_S or len(digests) == len(paths):
@@ -307,11 +356,9 @@ def run(
     t_infer = time.perf_counter() - t0
 
     parameters = parameters_record(state_before, state_of(backend, net), backend.framework)
-    logits = np.concatenate(all_logits)
-    if not np.isfinite(logits).all():
-        fail(f"{spec.name}: non-finite logits (NaN/inf) from {weights} weights; the weights are broken", 1)
-    indices, scores = softmax_topk(logits, topk)
-    write_predictions(out / PREDICTIONS_FILE, paths, indices, scores, logits if save_logits else None, logits_dtype)
+    indices, scores = np.concatenate(all_indices), np.concatenate(all_scores)
+    logits = np.concatenate(all_logits) if save_logits else None
+    write_predictions(out / PREDICTIONS_FILE, paths, indices, scores, logits, logits_dtype)
     env = environment(backend)
     write_json(
         out / RUN_FILE,
@@ -321,6 +368,8 @@ def run(
             "framework": backend.framework,
             "framework_version": env["framework_version"],
             "model": spec.name,
+            "dataset": dataset,
+            "classes": subset.record() if subset is not None else None,
             "weights": record,
             "preprocessing": prep.to_dict(),
             "precision": precision,
@@ -342,7 +391,8 @@ def run(
             "parameters": parameters if parameters is not None else {
                 "unchanged": None, "why": f"the {backend.framework} backend has no state_arrays"},
             "determinism": determinism_record(paths, indices, scores, env.get("deterministic"), precision),
-            "data": {"root": str(data), "n_images": len(paths), "limit": limit, "digest": set_digest(zip(paths, digests))},
+            "data": {"root": str(data), "n_images": len(paths), "limit": limit, "digest": set_digest(zip(paths, digests)),
+                     "subset_images": subset_images, "generated": generated_record(data)},
             "env": env,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -361,13 +411,15 @@ def cache_cmd(
     interpolation: str = typer.Option("bilinear", "--interpolation"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N images only"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="decode threads"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="with --subset-images: as for `predict run`"),
+    subset_images: bool = typer.Option(False, "--subset-images", help="only the images of the --classes classes"),
 ) -> None:
     """Decode every image once into a pixel cache (uint8 crops) that `predict run --pixels` reads."""
     try:
         prep = Preprocessing(crop_size=crop_size, resize_size=resize_size, interpolation=interpolation)  # type: ignore[arg-type]
     except ValueError as exc:
         fail(str(exc))
-    paths = list_images(data)[:limit] if limit else list_images(data)
+    paths = select_images(data, limit, class_subset(classes, 1) if classes else None, subset_images)
     last = [0.0]
 
     def progress(done: int, total: int, ips: float) -> None:
