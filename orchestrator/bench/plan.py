@@ -49,6 +49,8 @@ class Job:
     weights_file: str | None = field(default=None, compare=False)  # under the weights cache, when the image says
     cpu_only: bool = False  # its image runs a CPU-only variant (--variant cuda,IMAGE=cpu): no GPU, --device cpu
     evalset: EvalSet | None = None  # the evaluation set (None: the default set, ImageNet val)
+    mode: str = "default"  # execution mode (predict run --mode): channels-last, compile, jit, hybridize...
+    facts: str | None = field(default=None, compare=False)  # `predict facts` JSON, cached per image and model
 
     @property
     def run_name(self) -> str:
@@ -58,7 +60,9 @@ class Job:
         """What must match for a finished run to be reused (batch size may differ after OOM; whether the
         pixels came from the pixel cache does not matter: the predictions are byte-identical). The
         evaluation set counts only when it is not the default (runs of earlier releases stay reusable)."""
-        extra = {"dataset": self.evalset.request()} if self.evalset is not None else {}
+        extra: dict[str, Any] = {"dataset": self.evalset.request()} if self.evalset is not None else {}
+        if self.mode != "default":
+            extra["mode"] = self.mode
         return {**extra,
             "image": self.image,
             "model": self.model,
@@ -206,6 +210,10 @@ def predict_run_args(job: Job, batch_size: int, device: str, data_path: str, wei
         args += ["--preprocess", json.dumps(job.preprocess, sort_keys=True)]
     if job.evalset is not None:
         args += job.evalset.args()
+    if job.mode != "default":
+        args += ["--mode", job.mode]
+    if job.facts:
+        args += ["--facts", job.facts]
     if pixels:
         args += ["--pixels", PIXELS_MOUNT]
     return args

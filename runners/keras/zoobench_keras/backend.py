@@ -297,6 +297,12 @@ class Backend:
             keras.backend.clear_session()
         return fetched[-1] if fetched else str(home / "models")
 
+    def model_facts(self, model: Any, spec: ModelSpec, crop_size: int) -> dict[str, Any]:
+        """Parameters and multiply-adds, counted by keras (:mod:`zoobench_keras.facts`)."""
+        from .facts import model_facts
+
+        return model_facts(model, spec, crop_size)
+
     def state_arrays(self, model: LoadedModel) -> Iterator[tuple[str, np.ndarray]]:
         """Every variable of the model, trainable or not (batch-norm moving mean and variance too)."""
         for i, v in enumerate(model.model.weights):

@@ -226,6 +226,12 @@ class Backend:
         """The file the last ``load`` of ``spec`` read its ImageNet weights from."""
         return self._loaded_from.get(spec.name)
 
+    def model_facts(self, model: Any, spec: ModelSpec, crop_size: int) -> dict[str, Any]:
+        """Parameters and multiply-adds, counted by mxnet (:mod:`zoobench_mxnet.facts`)."""
+        from .facts import model_facts
+
+        return model_facts(model, spec, crop_size)
+
     def state_arrays(self, model: LoadedModel) -> Iterator[tuple[str, np.ndarray]]:
         """Every parameter of every network built so far (batch-norm running mean and variance too),
         by input size and parameter name."""

