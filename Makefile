@@ -36,6 +36,7 @@ test-unit: install
 
 benchmark: install docker images
 	$(VENV)/bin/python tests/benchmarks/bench_predict.py
+	$(VENV)/bin/python tests/benchmarks/bench_overhead.py
 
 benchmark-suite: install docker images
 	$(VENV)/bin/python tests/benchmarks/bench_suite.py

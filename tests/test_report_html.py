@@ -356,7 +356,10 @@ def test_browser_published(browser, published_subset, tmp_path):
     ranked = json.loads(zoobench("rank", str(published_subset), "--format", "json", check=True, timeout=600).stdout)
     seen = open_page(browser, tmp_path / HTML_FILE)
     assert_offline_and_clean(seen)
-    assert len(seen["imgs"]) == 1  # the plot; no data folder here: no thumbnails
+    assert len(seen["imgs"]) == 2  # the plot and the reliability diagrams; no data folder here: no thumbnails
+    assert browser.execute_script("return document.getElementById('reliability-img').naturalWidth") > 0
+    assert browser.execute_script("return document.getElementById('calibration-table').tBodies[0].rows.length") \
+        == len(ranked)
     assert browser.execute_script("return document.querySelectorAll('figure').length") == 2 * 8
     assert "pass --data DIR" in browser.execute_script("return document.getElementById('gallery-note').textContent")
     # The rows are the ranking's: names and Acc@1 as `zoobench rank --format json` gives them, in its order.
@@ -387,9 +390,9 @@ def test_browser_synthetic_thumbnails(browser, tmp_path):
     seen = open_page(browser, results / HTML_FILE)
     assert_offline_and_clean(seen)
     assert seen["title"] != "pwned"  # the hostile weights source stayed text
-    # The plot plus the 7 gallery thumbnails, each at most THUMB_PX.
-    assert len(seen["imgs"]) == 1 + 7
-    assert all(max(w, h) <= THUMB_PX for _, w, h in seen["imgs"][1:])
+    # The plot, the reliability diagrams, the 7 gallery thumbnails, each at most THUMB_PX.
+    assert len(seen["imgs"]) == 2 + 7
+    assert all(max(w, h) <= THUMB_PX for _, w, h in seen["imgs"][2:])
     ips = [310.5, 120.25, 95.0]
     click_header(browser, "img/s")
     assert table_column(browser, "img/s") == [f"{x:.1f}" for x in sorted(ips)]

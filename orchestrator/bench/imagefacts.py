@@ -2,17 +2,19 @@
 
 An image's tag is a content hash, so its `predict list`, `predict info` and image id never change
 for that tag: each is asked once of a container and kept as ``<tag-stem>.json``, ``.info.json`` and
-``.id.json``. A host without a container engine (a Slurm login node, ``k8s render``) plans from
+``.id.json``; so are a model's facts (`predict facts`: parameters, multiply-adds) per input size, as
+``<tag-stem>/facts/<model>-<crop>.json``. A host without a container engine (a Slurm login node, ``k8s render``) plans from
 these files alone; ``client=None`` means such a host, and a missing fact is one line saying how to
 cache it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
-from zoobench_contract.outputs import write_json
+from zoobench_contract.outputs import atomic_write, write_json
 
 from ..errors import BenchError
 from ..images import build as images
@@ -91,3 +93,60 @@ def pillow_version(client: Any, tag: str) -> str:
     if not version:
         raise BenchError(f"`predict info` of {tag} names no Pillow version; rebuild the image")
     return str(version)
+
+
+FACTS_TIMEOUT_S = 600  # one CPU forward pass of the largest model, and the framework's import
+
+
+def facts_cache_file(tag: str, model: str, crop_size: int) -> Path:
+    """Where `predict facts --model MODEL --crop-size CROP` of an image tag is cached."""
+    return MODELS_CACHE / images.tag_file_stem(tag) / "facts" / f"{model}-{crop_size}.json"
+
+
+def listed_crop(client: Any, tag: str, model: str) -> int | None:
+    """The crop size of ``model`` in the image's `predict list` (None when it names none)."""
+    crop = (served_models(client, tag).get(model) or {}).get("preprocessing", {}).get("crop_size")
+    return crop if isinstance(crop, int) else None
+
+
+def facts_in_container(client: Any, tag: str, model: str, crop_size: int) -> str:
+    """The stdout of `predict facts` in a locked-down container (no network, no mounts), which is
+    removed with its anonymous volumes afterwards; an exit code other than 0 is an EngineError."""
+    settings = {**containers.hardened(), **containers.engine_settings(client)}
+    command = ["facts", "--model", model, "--crop-size", str(crop_size)]
+    container = client.containers.create(tag, command=command, network_mode="none", user=containers.container_user(),
+                                         labels={containers.LABEL: "1"}, **settings)
+    try:
+        container.start()
+        code = int(container.wait(timeout=FACTS_TIMEOUT_S).get("StatusCode", 1))
+        raw = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        if code != 0:
+            err = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()[-300:]
+            raise BenchError(f"`predict facts --model {model}` failed in {tag} (exit code {code}): {err}")
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+    return raw
+
+
+def model_facts(client: Any, tag: str, model: str, crop_size: int | None) -> str | None:
+    """`predict facts` of ``model`` at ``crop_size`` (its JSON text, for ``predict run --facts``), run once per
+    image tag, model and size and cached; None when it cannot be had (no engine and no cache, an old image
+    without `predict facts`, a failure): then the run counts the facts itself."""
+    if crop_size is None:
+        return None
+    cache = facts_cache_file(tag, model, crop_size)
+    if cache.is_file():
+        return cache.read_text().strip() or None
+    if client is None:
+        return None
+    try:
+        lines = facts_in_container(client, tag, model, crop_size).strip().splitlines()
+        text = lines[-1].strip() if lines else ""  # the JSON is the last line printed
+        record = json.loads(text)
+    except Exception:  # noqa: BLE001 - facts are a side fact: the run counts them when this fails
+        return None
+    if not isinstance(record, dict) or record.get("model") != model:
+        return None
+    atomic_write(cache, lambda f: f.write(text + "\n"), mode="w")
+    return text

@@ -116,12 +116,14 @@ class PlanOptions:
     limit: int | None = None
     precision: str | None = None
     evalset: EvalSet | None = None  # --dataset, resolved (None: the default set)
+    mode: str = "default"  # --mode: execution mode of every job (predict run --mode)
 
     def plan(self, profile: Profile, models_manifest: ModelsManifest, tags: dict[str, str],
              served: Callable[[str], dict[str, dict[str, Any]]]) -> list["Job"]:
         """:func:`plan_jobs` with these options."""
         return plan_jobs(profile, models_manifest, tags, served, only=self.only, batch_size=self.batch_size,
-                         weights=self.weights, limit=self.limit, precision=self.precision, evalset=self.evalset)
+                         weights=self.weights, limit=self.limit, precision=self.precision, evalset=self.evalset,
+                         mode=self.mode)
 
 
 def _image_models(image: str, wanted: ModelList, available: dict[str, dict[str, Any]]) -> list[str]:
@@ -149,6 +151,7 @@ def plan_jobs(
     limit: int | None = None,
     precision: str | None = None,
     evalset: EvalSet | None = None,
+    mode: str = "default",
 ) -> list[Job]:
     """Expand a profile into jobs. Every model name is checked against the image's `predict list`,
     every ``--model`` must select something, and every preprocessing override must make a valid
@@ -188,6 +191,7 @@ def plan_jobs(
                     weights_file=cached_file if isinstance(cached_file, str) and not
                     available[model].get("weights_bundled") else None,
                     evalset=evalset,
+                    mode=mode,
                 )
             )
     missing = [o for o in only or [] if o not in matched]

@@ -93,6 +93,11 @@ def publish(partial: Path, final: Path, request: dict[str, Any], pixel_cache: st
             digest = (json.loads((partial / RUN_FILE).read_text()).get("pixel_cache") or {}).get("digest")
     write_json(partial / REQUEST_FILE, {"request": request, "sha256": sums, "pixel_cache": pixel_cache,
                                         "pixel_cache_digest": digest})
+    swap_into_place(partial, final)
+
+
+def swap_into_place(partial: Path, final: Path) -> None:
+    """Replace ``final`` by ``partial`` with renames (the previous one kept as ``.old`` during the swap)."""
     old = final.with_name(final.name + OLD_SUFFIX)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

@@ -326,8 +326,9 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
 
 
 def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) -> tuple[list[Job], dict[str, str]]:
-    """Load or build the profile's images (when there is an engine), plan the jobs, and get the image
-    id of each chosen model's image. A job whose image runs a CPU-only variant gets no GPU."""
+    """Load or build the profile's images (when there is an engine), plan the jobs, give each its model's
+    facts (`predict facts`, cached per image tag) and get the image id of each chosen model's image. A
+    job whose image runs a CPU-only variant gets no GPU."""
     tags = imagefacts.tags_of(setup.images, setup.variants.default, dict(setup.variants.overrides))
     needed = sorted(set(setup.profile.models))
     if req.images_dir is not None and client is not None:  # exported images first: then nothing to build
@@ -344,4 +345,7 @@ def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) 
                 for j in jobs]
     if not jobs:
         raise BenchError(f"profile {req.profile!r} lists no models; add some in {req.manifests / 'profiles.yaml'}")
+    if client is not None:  # parameters and multiply-adds, counted once per image, model and input size
+        jobs = [replace(j, facts=imagefacts.model_facts(client, j.tag, j.model, j.pixels.crop_size if j.pixels else
+                                                        imagefacts.listed_crop(client, j.tag, j.model))) for j in jobs]
     return jobs, {tag: imagefacts.image_id(client, tag) for tag in sorted({j.tag for j in jobs})}

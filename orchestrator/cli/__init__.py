@@ -23,11 +23,13 @@ from .output import console
 from .results import compare, rank, report, robustness
 from .run import run
 from .slurm import slurm_app
+from .speed import speed
 from .weights import weights_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible cross-framework ImageNet benchmark: one container per model.")
 app.command()(run)
+app.command()(speed)
 app.command()(rank)
 app.command()(report)
 app.command()(compare)

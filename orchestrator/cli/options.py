@@ -31,6 +31,8 @@ Model = typer.Option(None, "--model", help="only these models (repeatable)")
 BatchSize = typer.Option(None, "--batch-size", min=1)
 Limit = typer.Option(None, "--limit", min=1, help="first N images only")
 Precision = typer.Option(None, "--precision", help="override the profile: fp32|tf32|bf16")
+Mode = typer.Option("default", "--mode", help="execution mode: default | channels-last | compile (pytorch) | jit "
+                    "(keras, XLA) | imperative (mxnet); recorded, part of the resume key, ranked apart")
 Runtime = typer.Option("docker", "--runtime", help="docker | podman")
 
 

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import RankError
+from ..results.columns import COLUMNS_HELP
 from . import options
 from .output import out
 
@@ -14,7 +15,13 @@ from .output import out
 def rank(
     results_dir: Path = typer.Argument(..., help="folder holding one sub-folder per model run"),
     labels: Optional[str] = options.Labels,
-    fmt: str = typer.Option("table", "--format", help="table|markdown|csv|json"),
+    fmt: str = typer.Option("table", "--format", help="table|markdown|csv|json|timm. csv and json carry every "
+                            "column (params, GMACs, latency, ECE, ...; empty/null when unknown); timm: timm's "
+                            "results-imagenet.csv header (model, img_size, top1, top1_err, top5, top5_err, "
+                            "param_count, crop_pct, interpolation), model = FRAMEWORK/MODEL (.WEIGHTS unless imagenet, "
+                            "-PRECISION unless fp32, -MODE unless default), param_count in millions, "
+                            "img_size = crop, crop_pct = crop/resize; one evaluation set (--dataset)"),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
     mixed_precision: bool = options.Mixed,
     dataset: Optional[str] = typer.Option(None, "--dataset", help="only this evaluation set's ranking "
                                           "(manifests/datasets.yaml; NAME-generated: a generated set's); "
@@ -22,12 +29,16 @@ def rank(
     manifests: Path = options.Manifests,
 ) -> None:
     """Score every predictions.npz + run.json below RESULTS_DIR and print the ranking of each evaluation set
-    (the set run.json names; runs of different sets are never ranked together)."""
+    (the set run.json names; runs of different sets are never ranked together). Runs of different precisions
+    or execution modes are refused together unless --mixed-precision. Speed columns come from
+    RESULTS_DIR/speed/*/bench.json (same framework, model, precision and mode), params/GMACs from run.json's
+    model_facts, ECE (15 bins) and over-confidence from the stored top-1 probabilities, NLL/Brier from the
+    logits (--save-logits)."""
     from ..results.labels import parse_labels
     from ..results.ranking import run_rank
 
     run_rank(results_dir, parse_labels(labels), fmt, out, mixed_precision=mixed_precision, dataset=dataset,
-             manifests=manifests)
+             manifests=manifests, columns=columns)
 
 
 def robustness(

@@ -35,6 +35,7 @@ def run(
     build: bool = typer.Option(True, "--build/--no-build", help="build missing images first"),
     fmt: str = typer.Option("table", "--format", help="ranking format: table|markdown|csv|json"),
     precision: Optional[str] = options.Precision,
+    mode: str = options.Mode,
     mixed_precision: bool = options.Mixed,
     jobs_per_gpu: int = typer.Option(1, "--jobs-per-gpu", min=1, help="models sharing each GPU at a time"),
     pixel_cache: bool = typer.Option(True, "--pixel-cache/--no-pixel-cache",
@@ -69,7 +70,7 @@ def run(
         raise BenchError(f"--labels {parsed}: no such file; pass real or a CSV with columns filename,wnid")
     request = BenchRequest(
         profile=profile, data=None, results=results, gpus=gpus, variant=variant,
-        plan=PlanOptions(only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision),
+        plan=PlanOptions(only=model, batch_size=batch_size, weights=weights, limit=limit, precision=precision, mode=mode),
         labels=parsed, force=force, build=build, jobs_per_gpu=jobs_per_gpu, pixel_cache=pixel_cache, engine=engine,
         runtime=runtime, images_dir=images_dir, manifests=manifests,
         slurm=SlurmOptions(partition, account, time_limit, gres, max_parallel, tuple(sbatch_arg or ())),

@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page (no external URL; CSS, JS and images inline as data: URIs).
 
 Sections: the ranking of the default set (a sortable table; ImageNet val, else the first set), the
-Acc@1-vs-throughput plot (the report's PNG), the ranking of every other evaluation set, the robustness
+Acc@1-vs-throughput plot (the report's PNG), accuracy against GMACs and batch-1 latency with the costs
+and the calibration of each run (:mod:`.htmlcosts`), the ranking of every other evaluation set, the robustness
 of the shifted sets (:mod:`.htmlrobust`, when there are some), the environment of every run (what its
 run.json and request.json record), the cross-framework agreement matrices of the default set's runs
 (:func:`orchestrator.compare.agreement_matrices`) and, for each pair of them of one architecture, the
@@ -23,6 +24,7 @@ from .architectures import ArchitecturesManifest
 from .compare import AgreementMatrix, agreement_matrices
 from .htmlgallery import MAX_CARDS, PER_PAIR, THUMB_PX, data_roots, gallery_html, images_per_pair
 from .htmlparts import dict_of, esc, kv, png_uri, read_json, short
+from .htmlcosts import calibration_section, costs_section
 from .htmlrobust import robustness_section
 from .labels import Labels
 from .records import RankRow
@@ -221,7 +223,8 @@ def render_html(rows: list[RankRow], results_dir: Path, architectures: Architect
         scored = (f"{first.n_images} images, {first.n} with a ReaL label" if is_real(main) else f"{first.n} images")
         scored += f", data digest {first.data_digest}"
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    links = [("ranking", "ranking"), ("plot", "plot")] + ([("robustness", "robustness")] if robust else []) + \
+    links = [("ranking", "ranking"), ("plot", "plot"), ("costs", "costs"), ("calibration", "calibration")] + \
+        ([("robustness", "robustness")] if robust else []) + \
         [("environment", "environment"), ("agreement", "agreement"), ("gallery", "gallery")]
     nav = " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links)
     return "\n".join([
@@ -231,7 +234,8 @@ def render_html(rows: list[RankRow], results_dir: Path, architectures: Architect
         f"<title>zoobench report: {esc(results_dir.name)}</title>", f"<style>{CSS}</style></head><body>",
         f"<h1>zoobench report: {esc(results_dir.name)}</h1>",
         f'<p class="small">{len(rows)} runs; {esc(scored)}. Generated {esc(generated)}. {nav}</p>',
-        ranking_section(main), plot_section(png), other_rankings(groups), robust, environment_section(rows),
+        ranking_section(main), plot_section(png), costs_section(main, figures), calibration_section(main),
+        other_rankings(groups), robust, environment_section(rows),
         matrix_section(matrices, notes), gallery, f"<script>{JS}</script>", "</body></html>", ""])
 
 

@@ -4,12 +4,11 @@ the ranking in one of the formats of :mod:`.tables`.
 Runs are grouped by the evaluation set their run.json names (:mod:`.evalsets`: set and generated or
 not, never their folder) and each group is ranked on its own: one table per set, the default set (val)
 first; runs of different sets are never ranked together. Within a group every run must have the same
-images, the same class restriction and (unless ``mixed_precision``) the same precision.
+images, the same class restriction and (unless ``mixed_precision``) the same precision and execution
+mode. Each scored run also gets its calibration, model facts and speed (:mod:`.scoring`).
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,125 +18,17 @@ from rich.console import Console
 
 from zoobench_contract.outputs import PREDICTIONS_FILE, RUN_FILE
 
-from ..bench.layout import LOGS_DIR, OLD_SUFFIX, PARTIAL_SUFFIX
-from ..errors import LabelError, RankError, first_line
+from ..errors import RankError
 from .evalsets import corruption_counts, corruption_parts, describe, eval_set_of, manifest, matches, set_order
 from .labels import Labels, truth_for
+from .columns import format_timm, parse_columns
+from .costs import precision_label, read_speeds, run_mode, run_precision
+from .runfiles import ERRORS, find_runs, read_predictions, read_run_json, run_field, run_name
 from .records import ALPHA, EvalSet, ModelResult, RankRow
+from .scoring import with_costs
 from .stats import competition_rank, mcnemar_paired, wilson
 from .tables import FORMATS, format_csv, format_json, format_markdown, format_table, split_groups
 from .truth import Truth
-
-SKIP_SUFFIXES = (PARTIAL_SUFFIX, OLD_SUFFIX)
-SKIP_NAMES = {LOGS_DIR}
-N_CLASSES = 1000
-
-
-ERRORS = (RankError, LabelError)
-
-
-# ---------------------------------------------------------------- loading
-
-def _skipped(name: str) -> bool:
-    return name in SKIP_NAMES or name.startswith(".") or name.endswith(SKIP_SUFFIXES)
-
-
-def find_runs(results_dir: Path) -> list[Path]:
-    """Run folders (holding run.json or predictions.npz) at any depth below ``results_dir``, or
-    ``results_dir`` itself; a run folder is not searched further, and logs/, hidden, ``*.partial``
-    and ``*.old`` folders are skipped."""
-    found: list[Path] = []
-    for top, dirs, files in os.walk(results_dir):
-        if RUN_FILE in files or PREDICTIONS_FILE in files:
-            found.append(Path(top))
-            dirs[:] = []
-        else:
-            dirs[:] = sorted(d for d in dirs if not _skipped(d))
-    return sorted(found)
-
-
-def run_name(results_dir: Path, run_dir: Path) -> str:
-    """A run's name: its folder's path below ``results_dir`` ("pytorch-resnet50", "gpu/keras-vgg16")."""
-    rel = run_dir.relative_to(results_dir).as_posix()
-    return run_dir.name if rel == "." else rel
-
-
-def run_field(run: dict[str, Any], path: str, where: Path) -> Any:
-    value: Any = run
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise RankError(f"{where}: field {path!r} is missing; re-run this model (the file predates the contract)")
-        value = value[key]
-    return value
-
-
-def read_run_json(path: Path) -> dict[str, Any]:
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RankError(f"{path}: unreadable ({type(exc).__name__}); delete the run folder and re-run it") from None
-    if not isinstance(run, dict):
-        raise RankError(f"{path}: not a JSON object; delete the run folder and re-run it")
-    if run.get("schema_version") != 1:
-        raise RankError(f"{path}: schema_version {run.get('schema_version')!r}, this zoobench reads 1; "
-                        "re-run the model with a matching image")
-    return run
-
-
-def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``paths``, ``topk_indices`` and ``topk_scores`` of a predictions.npz, checked; the scores are None
-    when absent or not float N x K (ranking does not need them)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("paths", "topk_indices") if k not in z.files]
-            if missing:
-                raise RankError(f"{path}: array {missing[0]!r} is missing; re-run this model")
-            paths, topk = z["paths"], z["topk_indices"]
-            scores = z["topk_scores"] if "topk_scores" in z.files else None
-    except RankError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any unreadable npz is one user-facing line
-        first = first_line(exc)
-        raise RankError(f"{path}: unreadable ({type(exc).__name__}: {first}); delete the run folder and re-run it") \
-            from None
-    if paths.ndim != 1 or paths.dtype.kind != "U":
-        raise RankError(f"{path}: 'paths' must be a 1-D unicode array; re-run this model")
-    if topk.ndim != 2 or topk.shape[0] != paths.shape[0] or topk.shape[1] < 5 or topk.dtype.kind not in "iu":
-        raise RankError(f"{path}: 'topk_indices' must be integer N x K with N = {paths.shape[0]} and K >= 5 "
-                        f"(got {topk.dtype} {topk.shape}); re-run this model")
-    if scores is not None and (scores.shape != topk.shape or scores.dtype.kind != "f"):
-        scores = None
-    bad = _bad_row(topk, scores)
-    if bad is not None:
-        row, why = bad
-        raise RankError(f"{path}: row {row} ({paths[row]}) {why}; the run is unusable, delete the run folder and "
-                        "re-run it")
-    return paths, topk, scores
-
-
-def _bad_row(topk: np.ndarray, scores: np.ndarray | None) -> tuple[int, str] | None:
-    """The first row of a top-k that is no ranking of distinct ImageNet classes with finite scores."""
-    outside = ((topk < 0) | (topk >= N_CLASSES)).any(axis=1)
-    ordered = np.sort(topk, axis=1)
-    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-    infinite = ~np.isfinite(scores).all(axis=1) if scores is not None else np.zeros(len(topk), bool)
-    rows = np.flatnonzero(outside | repeated | infinite)
-    if rows.size == 0:
-        return None
-    i = int(rows[0])
-    if outside[i]:
-        cls = int(next(c for c in topk[i] if not 0 <= c < N_CLASSES))
-        return i, f"holds class {cls}, outside the ImageNet classes 0..{N_CLASSES - 1}"
-    if repeated[i]:
-        cls = int(ordered[i, 1:][ordered[i, 1:] == ordered[i, :-1]][0])
-        return i, f"repeats class {cls} in its top-{topk.shape[1]}"
-    return i, f"has a non-finite score ({next(s for s in scores[i] if not np.isfinite(s))})"  # type: ignore[index]
-
-
-def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    paths, topk, _ = read_predictions(path)
-    return paths, topk
-
 
 @dataclass
 class _Run:
@@ -147,6 +38,7 @@ class _Run:
     run_dir: Path
     run: dict[str, Any]
     topk: np.ndarray = field(repr=False)
+    scores: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -172,11 +64,6 @@ def _same_images(first: tuple[str, str, np.ndarray], other: tuple[str, str, np.n
                         "rank them in separate results folders or re-run one on the same data")
 
 
-def run_precision(run: dict[str, Any]) -> str:
-    """The precision a run was made at (runs that predate ``--precision`` were fp32)."""
-    return str(run.get("precision") or "fp32")
-
-
 def _of(s: EvalSet) -> str:
     """`` (both imagenet-r)`` for a message about two runs of a set other than the default."""
     return "" if s.default and not s.generated else f" (both {s.label})"
@@ -185,11 +72,12 @@ def _of(s: EvalSet) -> str:
 def _same_precision(group: _Group) -> None:
     found: dict[str, list[str]] = {}
     for r in group.runs:
-        found.setdefault(run_precision(r.run), []).append(r.name)
+        found.setdefault(precision_label(r.run), []).append(r.name)
     if len(found) > 1:
         listed = "; ".join(f"{p}: {len(names)} run(s), e.g. {names[0]!r}" for p, names in sorted(found.items()))
         of = "" if group.eval_set.default and not group.eval_set.generated else f" of {group.eval_set.label}"
-        raise RankError(f"runs{of} of different precisions ({listed}); rank them in separate results folders "
+        what = "precisions" if len({run_mode(r.run) for r in group.runs}) == 1 else "precisions or modes"
+        raise RankError(f"runs{of} of different {what} ({listed}); rank them in separate results folders "
                         "or pass --mixed-precision")
 
 
@@ -235,7 +123,7 @@ def _add(groups: dict[tuple[str, bool], _Group], name: str, run_dir: Path, run: 
          eval_set: EvalSet) -> None:
     """Read a run's predictions into its set's group (checking it has the group's images)."""
     run_path = run_dir / RUN_FILE
-    paths, topk = _read_predictions(run_dir / PREDICTIONS_FILE)
+    paths, topk, scores = read_predictions(run_dir / PREDICTIONS_FILE)
     if isinstance(run.get("n_images"), int) and run["n_images"] != paths.shape[0]:
         raise RankError(f"{run_path}: n_images {run['n_images']} but predictions.npz holds {paths.shape[0]} "
                         "rows; re-run this model")
@@ -245,7 +133,7 @@ def _add(groups: dict[tuple[str, bool], _Group], name: str, run_dir: Path, run: 
         group = groups[eval_set.key] = _Group(eval_set, this)
     else:
         _same_images(group.reference, this, _of(eval_set))
-    group.runs.append(_Run(name, run_dir, run, topk))
+    group.runs.append(_Run(name, run_dir, run, topk, scores))
 
 
 def _read_groups(results_dir: Path, dataset: str | None, datasets: Any,
@@ -292,7 +180,7 @@ def load_results(results_dir: Path, labels: Labels = None, mixed_precision: bool
     :func:`.evalsets.matches`); returns (results, in set order; notes on runs not ranked and on the sets).
     ``labels``: a labels CSV, ``"real"`` (ReaL labels) or None (class folders); it scores the runs of
     ``dataset``, else those of the default set: every other set is scored by its class folders.
-    Runs of one set at different precisions are refused unless ``mixed_precision``."""
+    Runs of one set at different precisions or modes are refused unless ``mixed_precision``."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise RankError(f"results folder {results_dir} does not exist; "
@@ -301,6 +189,7 @@ def load_results(results_dir: Path, labels: Labels = None, mixed_precision: bool
     notes: list[str] = []
     groups = _read_groups(results_dir, dataset, datasets, notes)
     labelled = dataset or datasets.default
+    speeds = read_speeds(results_dir)
     results: list[ModelResult] = []
     for group in groups:
         if not mixed_precision:
@@ -312,7 +201,8 @@ def load_results(results_dir: Path, labels: Labels = None, mixed_precision: bool
         truth = truth_for(paths, own, group.eval_set.layout)
         parts = corruption_parts(paths, group.reference[0]) if group.eval_set.scoring == "corruption" else None
         del paths
-        results += [_score(r, group.eval_set, truth, parts) for r in group.runs]
+        results += [with_costs(_score(r, group.eval_set, truth, parts), r.run, speeds, r.scores, truth)
+                    for r in group.runs]
     if labels is not None and any(not matches(g.eval_set, labelled) for g in groups):
         notes.append(f"--labels scores the {labelled} runs only; the other sets are scored by their class folders")
     return results, notes
@@ -366,30 +256,35 @@ def rank_results(results: list[ModelResult]) -> list[RankRow]:
 
 
 rank = rank_results  # the name the issue uses
+__all__ = ["ERRORS", "find_runs", "load_results", "rank", "rank_results", "read_predictions", "read_run_json",
+           "run_field", "run_name", "run_precision", "run_rank", "classes_of", "print_rows"]
 
 
-def print_rows(rows: list[RankRow], fmt: str, console: Console) -> None:
-    """``rows`` as ``fmt`` on ``console``: a table per evaluation set, or one text of every set."""
+def print_rows(rows: list[RankRow], fmt: str, console: Console, columns: tuple[str, ...] | None = None) -> None:
+    """``rows`` as ``fmt`` on ``console``: a table per evaluation set (of ``columns`` when given), or one
+    text of every set."""
     if fmt == "table":
         for i, group in enumerate(split_groups(rows)):
             if i:
                 console.print()
-            console.print(format_table(group, console.width))
+            console.print(format_table(group, console.width, columns))
     elif fmt != "none":
-        text = {"markdown": format_markdown, "csv": format_csv, "json": format_json}[fmt](rows)
+        formats = {"markdown": format_markdown, "csv": format_csv, "json": format_json, "timm": format_timm}
+        text = formats[fmt](rows)
         console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True, emoji=False)
 
 
 def run_rank(results_dir: Path, labels: Labels, fmt: str, console: Console, mixed_precision: bool = False, *,
-             dataset: str | None = None, manifests: Path | None = None) -> list[RankRow]:
-    """Load, score and rank RESULTS_DIR; print it as ``fmt`` (table|markdown|csv|json|none) on ``console``;
+             dataset: str | None = None, manifests: Path | None = None, columns: str | None = None) -> list[RankRow]:
+    """Load, score and rank RESULTS_DIR; print it as ``fmt`` (table|markdown|csv|json|timm|none) on ``console``;
     returns the rows of every evaluation set (default set first), or of ``dataset`` only.
-    ``labels``: a labels CSV, ``"real"`` or None (class folders)."""
+    ``labels``: a labels CSV, ``"real"`` or None (class folders); ``columns``: ``--columns`` (table only)."""
     if fmt not in FORMATS:
         raise RankError(f"unknown format {fmt!r}; use one of {'|'.join(FORMATS[:-1])}")
+    keys = parse_columns(columns)
     results, notes = load_results(Path(results_dir), labels, mixed_precision, dataset=dataset, manifests=manifests)
     rows = rank_results(results)
-    print_rows(rows, fmt, console)
+    print_rows(rows, fmt, console, keys)
     if notes:
         err = Console(stderr=True)
         for note in notes:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import Calibration
+
 ALPHA = 0.05
 DEFAULT_SET = "imagenet-val"  # what a run that records no ``dataset`` was made on
 
@@ -80,10 +82,49 @@ class ModelResult:
     classes: str | None = None  # the class subset the logits were restricted to ("imagenet-r, 200 classes")
     # scoring "corruption" only: (corruption, severity) -> (top-1 right, images scored)
     by_corruption: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict, repr=False)
+    mode: str = "default"  # execution mode (run.json ``mode``)
+    params_m: float | None = None  # parameters, millions (run.json model_facts)
+    gmacs: float | None = None  # multiply-adds per image, billions (model_facts; at its input_size)
+    latency_ms: float | None = None  # batch-1 step time p50 (speed/.../bench.json)
+    best_ips: float | None = None  # best samples/s of the speed benchmark, at batch size best_batch
+    best_batch: int | None = None
+    peak_memory_bytes: int | None = None  # at best_batch
+    calibration: Calibration | None = field(default=None, repr=False)  # None: no top-1 probabilities stored
+    crop_size: int | None = None  # run.json preprocessing
+    resize_size: int | None = None
+    interpolation: str | None = None
 
     @property
     def platform(self) -> str:
         return f"{self.framework} {self.framework_version}".strip()
+
+    @property
+    def ece(self) -> float | None:
+        """Expected calibration error, percent (15 bins of the top-1 probability)."""
+        return None if self.calibration is None else self.calibration.ece
+
+    @property
+    def overconfidence(self) -> float | None:
+        """Mean top-1 confidence minus Acc@1, points."""
+        return None if self.calibration is None else self.calibration.overconfidence
+
+    @property
+    def nll(self) -> float | None:
+        return None if self.calibration is None else self.calibration.nll
+
+    @property
+    def brier(self) -> float | None:
+        return None if self.calibration is None else self.calibration.brier
+
+    def costs(self) -> dict[str, Any]:
+        """The cost and calibration fields of the JSON/CSV rows (None when unknown)."""
+        cal = self.calibration
+        return {"mode": self.mode, "params_m": self.params_m, "gmacs": self.gmacs, "latency_ms": self.latency_ms,
+                "best_samples_per_second": self.best_ips, "best_batch_size": self.best_batch,
+                "peak_memory_bytes": self.peak_memory_bytes, "ece_pct": self.ece,
+                "mean_confidence": None if cal is None else cal.mean_confidence,
+                "overconfidence_points": self.overconfidence, "nll": self.nll, "brier": self.brier,
+                "crop_size": self.crop_size, "resize_size": self.resize_size, "interpolation": self.interpolation}
 
 
 @dataclass
@@ -106,5 +147,6 @@ class RankRow:
             "p_vs_next": self.p_vs_next, "significant_vs_next": self.significant_vs_next,
             "device": r.device, "batch_size": r.batch_size, "precision": r.precision, "data_digest": r.data_digest,
             "labels": r.labels, "n_images": r.n_images, "dataset": r.eval_set.name,
-            "generated": r.eval_set.generated, "classes": r.classes,
+            "generated": r.eval_set.generated, "classes": r.classes, **r.costs(),
+            "reliability": None if r.calibration is None else r.calibration.bins(),
         }

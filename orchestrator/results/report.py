@@ -12,14 +12,12 @@ from typing import Any
 from zoobench_contract.outputs import atomic_write
 
 from ..errors import BenchError
+from .costplots import GMACS_PNG, LATENCY_PNG, has_axis, plot_accuracy
 from .records import RankRow
 from .robustness import Robustness, robustness
 from .robustplots import ER_PNG, MCE_PNG, has_mce, has_pairs, plot_effective_robustness, plot_mce
 from .robusttables import robustness_markdown
 from .tables import format_markdown, is_real, md_escape, primary, split_groups, title
-
-MARKERS = "os^Dv<>PX*hp"
-
 
 def robustness_of(rows: list[RankRow]) -> Robustness:
     """The robustness of the shifted sets among ``rows`` (empty when there is none)."""
@@ -46,7 +44,7 @@ def markdown_report(rows: list[RankRow], rob: Robustness | None = None) -> str:
     unmeasured = [r.result.run for r in main if r.result.images_per_second is None]
     tail = ([f"\nNo throughput recorded for: {', '.join(map(md_escape, unmeasured))} (left out of the plot).\n"]
             if unmeasured else [])
-    plot = "\n![Acc@1 against images per second](acc_vs_speed.png)\n"
+    plot = "\n![Acc@1 against images per second](acc_vs_speed.png)\n" + _cost_plots(main) + calibration_markdown(main)
     others = [g for g in groups if g is not main]
     more = "".join(f"\n### {md_escape(title(g))}\n\n" + format_markdown(g) for g in others)
     more = "\n## Other evaluation sets\n" + more if others else ""
@@ -55,47 +53,55 @@ def markdown_report(rows: list[RankRow], rob: Robustness | None = None) -> str:
 
 
 def plot_acc_vs_speed(rows: list[RankRow], path: Any) -> None:
-    """Acc@1 (%) against images/s on a log axis; one colour and marker per framework, labelled points."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Acc@1 (%) against images/s on a log axis; one colour and marker per framework, labelled points,
+    the Pareto front marked (:func:`.costplots.plot_accuracy`)."""
+    plot_accuracy(rows, path, "ips", is_real(rows))
 
-    fig = Figure(figsize=(10, 6.5), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    points = [r.result for r in rows if r.result.images_per_second is not None]
-    frameworks = sorted({r.platform for r in points})
-    colours = [f"C{i % 10}" for i in range(len(frameworks))]
-    for i, fw in enumerate(frameworks):
-        mine = [r for r in points if r.platform == fw]
-        ax.scatter([r.images_per_second for r in mine], [100 * r.acc1 for r in mine], label=fw,
-                   color=colours[i], marker=MARKERS[i % len(MARKERS)], s=40, zorder=3)
-        for r in mine:
-            ax.annotate(r.model + (" (random)" if r.weights == "random" else ""),
-                        (r.images_per_second, 100 * r.acc1), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    if points:
-        ax.set_xscale("log")
-        ax.legend(title="framework", fontsize=8, loc="best")
-    else:
-        ax.text(0.5, 0.5, "no throughput recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("images / second (end to end, log scale)")
-    ax.set_ylabel("ReaL Acc@1 (%)" if is_real(rows) else "Acc@1 (%)")
-    n = rows[0].result.n if rows else 0
-    name = "" if not rows or rows[0].result.eval_set.default else f"{rows[0].result.eval_set.heading}, "
-    ax.set_title(f"Accuracy vs throughput ({name}{n} images{', ReaL labels' if is_real(rows) else ''})")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
+
+def _cell(x: float | None, digits: int) -> str:
+    return "" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def calibration_markdown(rows: list[RankRow]) -> str:
+    """The calibration table of the rows with top-1 probabilities, most over-confident first ("" without any)."""
+    known = sorted((r.result for r in rows if r.result.calibration is not None),
+                   key=lambda r: -(r.overconfidence or 0.0))
+    if not known:
+        return ""
+    lines = ["| Framework | Model | Acc@1 % | Mean confidence % | Over-confidence (points) | ECE % | NLL | Brier |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in known:
+        cal = r.calibration
+        assert cal is not None
+        nll = _cell(cal.nll, 4) or cal.why_no_nll
+        lines.append(f"| {md_escape(r.platform)} | {md_escape(r.model)} | {100 * r.acc1:.3f} | "
+                     f"{100 * cal.mean_confidence:.3f} | {cal.overconfidence:+.3f} | {cal.ece:.3f} | "
+                     f"{md_escape(nll)} | {md_escape(_cell(cal.brier, 4))} |")
+    return ("\n## Calibration\n\nECE: 15 equal-width bins of the top-1 probability, in %; over-confidence = mean top-1 "
+            "probability minus Acc@1 (Guo et al. 2017). NLL and Brier (1000 classes) need the logits "
+            "(--save-logits).\n\n" + "\n".join(lines) + "\n")
+
+
+def _cost_plots(rows: list[RankRow]) -> str:
+    plots = [(GMACS_PNG, "Acc@1 against GMACs", "gmacs"), (LATENCY_PNG, "Acc@1 against batch-1 latency", "latency")]
+    return "".join(f"\n![{alt}]({name})\n" for name, alt, key in plots if has_axis(rows, key))
 
 
 def write_report(rows: list[RankRow], out_dir: Path, rob: Robustness | None = None) -> list[Path]:
-    """Write ``results.md`` and ``acc_vs_speed.png`` into ``out_dir``, and the robustness plots when the
-    rows hold shifted sets; returns their paths (results.md, acc_vs_speed.png first)."""
+    """Write ``results.md`` and ``acc_vs_speed.png`` into ``out_dir``, acc_vs_gmacs.png / acc_vs_latency.png
+    when some run has GMACs / a batch-1 latency, and the robustness plots when the rows hold shifted sets;
+    returns their paths (results.md, acc_vs_speed.png first)."""
     out_dir = Path(out_dir)
     rob = robustness_of(rows) if rob is None else rob
     md, png = out_dir / "results.md", out_dir / "acc_vs_speed.png"
     atomic_write(md, lambda f: f.write(markdown_report(rows, rob).encode("utf-8")))
     atomic_write(png, lambda f: plot_acc_vs_speed(primary(split_groups(rows)), f))
     written = [md, png]
+    main = primary(split_groups(rows))
+    for name, key in ((GMACS_PNG, "gmacs"), (LATENCY_PNG, "latency")):
+        if has_axis(main, key):
+            atomic_write(out_dir / name, lambda f, key=key: plot_accuracy(main, f, key, is_real(main)))
+            written.append(out_dir / name)
     for name, wanted, plot in ((ER_PNG, has_pairs(rob), plot_effective_robustness), (MCE_PNG, has_mce(rob), plot_mce)):
         if wanted:
             atomic_write(out_dir / name, lambda f, plot=plot: plot(rob, f))

@@ -16,10 +16,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from .columns import COLUMNS, COMPACT, FULL, USUAL, Column, shown
 from .labels import REAL
 from .records import ALPHA, RankRow
 
-FORMATS = ("table", "markdown", "csv", "json", "none")
+FORMATS = ("table", "markdown", "csv", "json", "timm", "none")
 
 
 def pct(x: float) -> str:
@@ -116,26 +117,23 @@ def headers(rows: list[RankRow]) -> list[str]:
     return [h.replace("Acc@", "ReaL Acc@") for h in HEADERS] if is_real(rows) else list(HEADERS)
 
 
-def format_table(rows: list[RankRow], width: int | None = None) -> Table:
+def format_table(rows: list[RankRow], width: int | None = None, columns: tuple[str, ...] | None = None) -> Table:
     """A rich table that fits ``width`` where it can: full, then without CI columns, then compact
-    (framework names with a version legend, default columns dropped, one line per row)."""
+    (framework names with a version legend, the :data:`~.columns.COMPACT` columns, one line per row).
+    ``columns`` (``--columns``): exactly these, boxed when they fit, else compact."""
     wide = Console(width=10_000)
 
     def measure(table: Table) -> int:
         return Measurement.get(wide, wide.options, table).maximum
 
-    for layout in ("full", "no-ci", "compact"):
-        table = _build_table(rows, layout)
+    for layout in (("full", "no-ci", "compact") if columns is None else ("full", "compact")):
+        table = _build_table(rows, layout, columns=columns)
         if width is None or measure(table) <= width:
             return table
     # Still too wide: cut the longest model names (with an ellipsis) rather than wrap a row.
     longest = max((len(r.result.model) for r in rows), default=0)
     excess = measure(table) - width
-    return _build_table(rows, "compact", model_width=max(6, longest - excess))
-
-
-SHORT = {"Rank@1": "#1", "Rank@5": "#5", "Acc@1 %": "Acc@1", "Acc@5 %": "Acc@5", "p vs next": "p next",
-         "Precision": "Prec", "ReaL Acc@1 %": "ReaL@1", "ReaL Acc@5 %": "ReaL@5", "Platform": "Framework"}
+    return _build_table(rows, "compact", model_width=max(6, longest - excess), columns=columns)
 
 
 def _short_version(version: str) -> str:
@@ -155,46 +153,63 @@ def _compact_platforms(rows: list[RankRow]) -> tuple[list[str], str]:
     return cells, f"Versions: {legend}."
 
 
-def _build_table(rows: list[RankRow], layout: str, model_width: int | None = None) -> Table:
-    names = headers(rows)
-    text = caption(rows)
-    drop = {"N"}
-    platforms = [r.result.platform for r in rows]
-    if layout != "full":
-        drop |= {h for h in names if "CI" in h}
-        text = text.replace("95% CI: Wilson. ", "(Widen the terminal for 95% CIs.) ")
+def _layout_columns(rows: list[RankRow], layout: str, columns: tuple[str, ...] | None) -> list[Column]:
+    if columns is not None:
+        return [COLUMNS[k] for k in columns]
     if layout == "compact":
+        return shown(rows, COMPACT)
+    keys = FULL if layout == "full" else tuple(k for k in FULL if not k.endswith("_ci"))
+    always = {"weights", "precision", "img_s"}  # as the full table always had them
+    return [COLUMNS[k] for k in keys if k in always or shown(rows, (k,))]
+
+
+def _header(c: Column, rows: list[RankRow], compact: bool) -> str:
+    """The column's header (short when compact), ReaL Acc@k / ReaL@k for ReaL rows."""
+    name = c.short if compact else c.header
+    if not is_real(rows):
+        return name
+    return name.replace("Acc@", "ReaL@") if compact else name.replace("Acc@", "ReaL Acc@")
+
+
+def _build_table(rows: list[RankRow], layout: str, model_width: int | None = None,
+                 columns: tuple[str, ...] | None = None) -> Table:
+    text = caption(rows)
+    platforms = [r.result.platform for r in rows]
+    cols = _layout_columns(rows, layout, columns)
+    keys = {c.key for c in cols}
+    if not keys & {"acc1_ci", "acc5_ci"}:
+        text = text.replace("95% CI: Wilson. ", "")
+    if "p_next" not in keys:
+        text = re.sub(r"p vs next: .*?\)\. ", "", text)
+    if not any(r.result.weights == "random" for r in rows):
+        text = text.replace(" Weights 'random' = untrained baseline.", "")
+    if columns is None and layout != "full":
+        text += " Widen the terminal or pass --columns all for 95% CIs, p vs next and costs."
+    compact = layout == "compact"
+    if compact:
         platforms, legend = _compact_platforms(rows)
-        text = f"#1/#5 = Rank@1/Rank@5; accuracies in %. {legend} " + text
-        if all(r.result.weights == "imagenet" for r in rows):
-            drop.add("Weights")
-        if all(r.result.precision == "fp32" for r in rows):
-            drop.add("Precision")
-        if all(r.result.images_per_second is None for r in rows):
-            drop.add("img/s")
+        text = f"#1 = Rank@1; accuracies and ECE in %. {legend} " + text
         table = Table(title=title(rows), caption=text, box=box.SIMPLE_HEAD, show_edge=False, padding=0,
                       collapse_padding=True)
     else:
         table = Table(title=title(rows), caption=text)
-    keep = [i for i, h in enumerate(names) if h not in drop]
-    for i in keep:
-        text_col = HEADERS[i] in TEXT_HEADERS
-        if layout == "compact":  # one line per row, whatever the width
-            table.add_column(SHORT.get(names[i], names[i]), justify="left" if text_col else "right",
-                             no_wrap=True, overflow="ellipsis",
-                             max_width=model_width if HEADERS[i] == "Model" else None)
+    for c in cols:
+        if compact:  # one line per row, whatever the width
+            table.add_column(_header(c, rows, True), justify="right" if c.numeric else "left", no_wrap=True,
+                             overflow="ellipsis", max_width=model_width if c.key == "model" else None)
         else:
-            table.add_column(names[i], justify="left" if text_col else "right", overflow="fold", no_wrap=not text_col)
+            table.add_column(_header(c, rows, False), justify="right" if c.numeric else "left", overflow="fold",
+                             no_wrap=c.numeric)
     for row, platform in zip(rows, platforms):
-        cells = [Text(c) for c in text_cells(row)]
-        cells[2] = Text(platform)
-        if row.result.weights == "random":
-            cells[4].stylize("bold red")
-        elif row.result.weights != "imagenet":
-            cells[4].stylize("yellow")
-        if row.result.precision != "fp32":
-            cells[5].stylize("yellow")
-        table.add_row(*(cells[i] for i in keep), style="dim" if row.result.weights == "random" else None)
+        cells = []
+        for c in cols:
+            cell = Text(platform if c.key == "framework" else c.text(row))
+            if c.key == "weights" and row.result.weights != "imagenet":
+                cell.stylize("bold red" if row.result.weights == "random" else "yellow")
+            elif c.key in ("precision", "mode") and c.text(row) != USUAL[c.key]:
+                cell.stylize("yellow")
+            cells.append(cell)
+        table.add_row(*cells, style="dim" if row.result.weights == "random" else None)
     return table
 
 
@@ -227,12 +242,21 @@ def _markdown_table(rows: list[RankRow]) -> str:
 CSV_FIELDS = ["rank1", "rank5", "platform", "model", "weights", "precision", "n", "acc1_pct", "acc1_ci_low_pct",
               "acc1_ci_high_pct", "acc5_pct", "acc5_ci_low_pct", "acc5_ci_high_pct", "images_per_second",
               "p_vs_next", "significant_vs_next", "run", "labels", "n_images", "dataset", "generated"]
+COST_FIELDS = ["mode", "params_m", "gmacs", "latency_ms", "best_samples_per_second", "best_batch_size",
+               "peak_memory_bytes", "ece_pct", "mean_confidence", "overconfidence_points", "nll", "brier"]
+
+
+def _csv_value(v: Any) -> str:
+    """A cost cell: "" when unknown, floats with 6 significant digits."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def format_csv(rows: list[RankRow]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow(CSV_FIELDS + COST_FIELDS)
     for row in rows:
         r = row.result
         writer.writerow([row.rank1, row.rank5, r.platform, r.model, r.weights, r.precision, r.n, pct(r.acc1),
@@ -240,7 +264,8 @@ def format_csv(rows: list[RankRow]) -> str:
                          fmt_ips(r.images_per_second),
                          "" if row.p_vs_next is None else f"{row.p_vs_next:.6g}",
                          "" if row.significant_vs_next is None else str(row.significant_vs_next).lower(), r.run,
-                         r.labels, r.n_images, r.eval_set.name, str(r.eval_set.generated).lower()])
+                         r.labels, r.n_images, r.eval_set.name, str(r.eval_set.generated).lower()]
+                        + [_csv_value(r.costs()[k]) for k in COST_FIELDS])
     return buf.getvalue()
 
 

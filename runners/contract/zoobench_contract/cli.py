@@ -29,7 +29,8 @@ from .preprocessing import Preprocessing
 from .facts import facts_for
 from .runtime import (BACKEND_IMPORT_S, EXIT_FAILED, EXIT_OOM, EXIT_USAGE, EXIT_WEIGHTS, PRECISIONS,  # noqa: F401
                       PROGRESS_EVERY_S, PROGRESS_PREFIX, Predictor, RunFailed, UserError, check_weights_choice,
-                      class_subset, configure_mode, configure_precision, environment, fail, find_model, generated_record,
+                      check_device_and_precision, class_subset, configure_mode, configure_precision, environment, fail,
+                      find_model, generated_record,
                       is_out_of_memory, load_backend, loaded_weights_file, parse_overrides, report_progress,
                       select_images, weights_record)
 
@@ -110,10 +111,7 @@ def run(
                                         "(JSON; the orchestrator caches them per image and model); default: counted now"),
 ) -> None:
     """Predict every image below --data; write predictions.npz and run.json atomically."""
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device {device!r}: use auto, cpu or cuda")
-    if precision not in PRECISIONS:
-        fail(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    check_device_and_precision(device, precision)
     if logits_dtype not in ("float16", "float32"):
         fail(f"--logits-dtype {logits_dtype!r}: use float16 or float32")
     backend = load_backend()

