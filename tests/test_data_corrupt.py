@@ -239,9 +239,15 @@ def test_refusals_are_one_line_with_exit_2(case, sample, tmp_path, capsys):
     assert not (sample / "n02123045" / "c").exists()
 
 
-def test_ctrl_c_leaves_no_temp_files_and_a_rerun_resumes(full_set, sample, tmp_path):
-    out = tmp_path / "c"
-    args = ["data", "corrupt", "--data", str(sample), "--out", str(out), "--workers", "2",
+def test_ctrl_c_leaves_no_temp_files_and_a_rerun_resumes(sample, tmp_path):
+    many = tmp_path / "many"  # 30 sources x 3 corruptions x 5 severities: Ctrl-C surely lands mid-run
+    for src in sorted(sample.glob("n*/*")):
+        for k in range(5):
+            dest = many / src.parent.name / f"{k}-{src.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest)
+    out, total = tmp_path / "c", 30 * 3 * 5
+    args = ["data", "corrupt", "--data", str(many), "--out", str(out), "--workers", "2",
             "--corruptions", "zoom_blur,elastic_transform,brightness"]
     exe = Path(sys.executable).with_name("zoobench")
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -249,16 +255,19 @@ def test_ctrl_c_leaves_no_temp_files_and_a_rerun_resumes(full_set, sample, tmp_p
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list(out.rglob("*.JPEG"))) < 10:
         time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] and not (out / GENERATED_FILE).exists()
     done = len(list(out.rglob("*.JPEG")))
-    assert 0 < done < 90
+    assert 0 < done < total
 
     again = corrupt(*args[2:])
     assert again.returncode == 0, again.stderr
     skipped = int(again.stdout.split("skipped ")[1].split()[0])
-    assert 0 < skipped <= done and f"wrote {90 - skipped}, " in again.stdout
-    assert all((out / p).read_bytes() == (full_set[0] / p).read_bytes() for p in images_of(out))
-    assert len(images_of(out)) == 90 and (out / GENERATED_FILE).is_file()
+    assert 0 < skipped <= done and f"wrote {total - skipped}, " in again.stdout
+    whole = tmp_path / "whole"
+    assert corrupt("--data", str(many), "--out", str(whole), *args[6:]).returncode == 0  # never interrupted
+    assert len(images_of(out)) == total and (out / GENERATED_FILE).is_file()
+    assert all((out / p).read_bytes() == (whole / p).read_bytes() for p in images_of(out))
