@@ -250,8 +250,9 @@ def test_ctrl_c_leaves_no_temp_files_and_a_rerun_resumes(sample, tmp_path):
     args = ["data", "corrupt", "--data", str(many), "--out", str(out), "--workers", "2",
             "--corruptions", "zoom_blur,elastic_transform,brightness"]
     exe = Path(sys.executable).with_name("zoobench")
+    # SIGINT as a terminal leaves it: a background CI job inherits it ignored, and Python keeps that
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list(out.rglob("*.JPEG"))) < 10:
         time.sleep(0.02)
