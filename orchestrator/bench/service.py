@@ -26,7 +26,7 @@ from ..images.ensure import ensure_built
 from ..manifests import get_profile, load_models
 from ..paths import DATASCAN_CACHE, MANIFEST_DIR, MODELS_CACHE, RESULTS, ROOT, SAMPLE_DATA, WEIGHTS_CACHE
 from . import containers, datascan, gpus, imagefacts, mounts, pixelcache, runlock
-from ..data.datasets import load_datasets
+from ..data.datasets import DatasetsManifest, load_datasets
 from .evalset import EvalSet, counts_note, evalset_for
 from .layout import log_dir
 from .plan import Job, PlanOptions, check_precision, lane_plan
@@ -256,18 +256,18 @@ def prepare(req: BenchRequest) -> Setup:
     results = req.results or RESULTS / req.profile
     check_outside_data(req.data if req.data is not None else SAMPLE_DATA, results,
                        pixelcache.cache_root() if req.pixel_cache else None)
-    evalset = bench_evalset(req)
-    note = counts_note(load_datasets(req.manifests), evalset, req.data)
+    datasets = load_datasets(req.manifests)
+    evalset = bench_evalset(req, datasets)
+    note = counts_note(datasets, evalset, req.data)
     runs = results / evalset.slot if evalset is not None and evalset.slot else results
     if evalset is not None and req.data is not None:
         check_outside_data(req.data, runs, None)
     return Setup(prof, models_manifest, gpu_list, variants, specs, results, req.data, data_mount, evalset, runs, note)
 
 
-def bench_evalset(req: BenchRequest) -> EvalSet | None:
+def bench_evalset(req: BenchRequest, manifest: DatasetsManifest) -> EvalSet | None:
     """The evaluation set of ``--dataset`` on ``--data``, checked; None for the default set (its runs keep the
     resume key and place of earlier releases)."""
-    manifest = load_datasets(req.manifests)
     name, dataset = manifest.get(req.dataset)
     if req.data is None and name != manifest.default and not dataset.subset_images:
         raise BenchError(f"--dataset {name} needs --data DIR: the sample set is ImageNet val; prepare the set with "

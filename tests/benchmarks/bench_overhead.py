@@ -45,17 +45,9 @@ def bare_loop(model: str, batch: int) -> None:
     print(json.dumps({"samples_per_second": batch * ITERATIONS / seconds, "seconds": seconds}))
 
 
-def docker(tag: str, args: list[str], entry: str | None = None) -> str:
-    cmd = ["docker", "run", "--rm", "--network", "none", "--shm-size", "1g", "-v", f"{Path(__file__).parent}:/bench:ro"]
-    if entry:
-        cmd += ["--entrypoint", entry]
-    proc = subprocess.run(cmd + [tag, *args], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(args[:3])} failed in {tag}: {proc.stderr.strip()[-600:]}")
-    return proc.stdout
-
-
 def predict_bench(tag: str, model: str, batch: int, mode: str = "default") -> dict:
+    from bench_predict import docker  # host side only: this file also runs inside an image
+
     rec = json.loads(docker(tag, ["bench", "--model", model, "--weights", "random", "--device", "cpu",
                                   "--batch-sizes", str(batch), "--warmup", str(WARMUP), "--iterations",
                                   str(ITERATIONS), "--mode", mode]))
@@ -63,6 +55,8 @@ def predict_bench(tag: str, model: str, batch: int, mode: str = "default") -> di
 
 
 def bare(tag: str, model: str, batch: int) -> float:
+    from bench_predict import docker
+
     out = docker(tag, ["/bench/bench_overhead.py", "--inside", model, str(batch)], entry="python")
     return json.loads(out.strip().splitlines()[-1])["samples_per_second"]
 

@@ -45,11 +45,13 @@ def make_images(out: Path, n: int) -> Path:
     return data
 
 
-def docker(tag: str, args: list[str], data: Path, out: Path | None = None, entry: str | None = None) -> str:
+def docker(tag: str, args: list[str], data: Path | None = None, out: Path | None = None,
+           entry: str | None = None) -> str:
     """``docker run`` of one image with the data and these scripts mounted; RuntimeError on failure.
     (shm 1g: a torch DataLoader with workers needs more than Docker's 64 MB.)"""
-    cmd = ["docker", "run", "--rm", "--network", "none", "--shm-size", "1g", "-v", f"{data}:/data:ro",
-           "-v", f"{Path(__file__).parent}:/bench:ro"]
+    cmd = ["docker", "run", "--rm", "--network", "none", "--shm-size", "1g", "-v", f"{Path(__file__).parent}:/bench:ro"]
+    if data is not None:
+        cmd += ["-v", f"{data}:/data:ro"]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         out.chmod(0o777)
@@ -58,7 +60,7 @@ def docker(tag: str, args: list[str], data: Path, out: Path | None = None, entry
         cmd += ["--entrypoint", entry]
     proc = subprocess.run(cmd + [tag, *args], capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(args[:2])} failed in {tag}: {proc.stderr.strip()[-600:]}")
+        raise RuntimeError(f"{' '.join(args[:3])} failed in {tag}: {proc.stderr.strip()[-600:]}")
     return proc.stdout
 
 
