@@ -56,7 +56,9 @@ benchmark-slurm: install docker images
 # Re-resolve the image locks with uv: every package pinned, the sha256 of every file PyPI publishes,
 # wheels only, for the CPythons each lock's images use (images/uv/<pythons>/pyproject.toml).
 LOCKS := pytorch/requirements:cp311-cp312 keras/requirements-cpu:cp311-cp312 \
-         keras/requirements-cuda:cp311-cp312 mxnet/requirements-cpu:cp311 mxnet/requirements-cuda:cp310-cp311
+         keras/requirements-cuda:cp311-cp312 mxnet/requirements-cpu:cp311 mxnet/requirements-cuda:cp310-cp311 \
+         keras-jax/requirements-cpu:cp311 keras-jax/requirements-cuda:cp311 keras-torch/requirements:cp311 \
+         onnxruntime/requirements-cpu:cp311 onnxruntime/requirements-cuda:cp311 openvino/requirements:cp311
 lock: install
 	@set -e; for spec in $(LOCKS); do \
 	  lock=$${spec%%:*}; pythons=$${spec##*:}; oldest=$$(echo $$pythons | sed -E 's/^cp3([0-9]+).*/3.\1/'); \

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
@@ -113,6 +113,7 @@ class ImageModel(Strict):
     inputs: list[RelPath]
     variants: dict[str, VariantModel]
     build_args: BuildArgs = ()
+    reads: Literal["onnx"] | None = None
 
     @field_validator("inputs")
     @classmethod
@@ -162,6 +163,7 @@ class ImageSpec:
     variants: dict[str, VariantSpec]
     source: str = "manifests/images.yaml"
     build_args: tuple[tuple[str, str], ...] = ()
+    reads: str | None = None  # a deployment runtime: the converted-model format it serves (`zoobench convert --to`)
 
     def variant(self, variant: str) -> VariantSpec:
         if variant not in self.variants:
@@ -183,6 +185,6 @@ def load_manifest(path: Path) -> dict[str, ImageSpec]:
             name=name, framework=image.framework, dockerfile=image.dockerfile, inputs=tuple(image.inputs),
             variants={v: VariantSpec(v, var.lock, var.base_image, var.python, var.build_args, gpu_build(var.gpu))
                       for v, var in image.variants.items()},
-            source=str(path), build_args=image.build_args)
+            source=str(path), build_args=image.build_args, reads=image.reads)
         for name, image in manifest.images.items()
     }

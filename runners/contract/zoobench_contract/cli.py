@@ -27,6 +27,7 @@ from .pixelcache import PixelCache
 from .pixelcache import build as build_pixel_cache
 from .preprocessing import Preprocessing
 from .facts import facts_for
+from .export import export_cmd
 from .runtime import (BACKEND_IMPORT_S, EXIT_FAILED, EXIT_OOM, EXIT_USAGE, EXIT_WEIGHTS, PRECISIONS,  # noqa: F401
                       PROGRESS_EVERY_S, PROGRESS_PREFIX, Predictor, RunFailed, UserError, check_weights_choice,
                       check_device_and_precision, class_subset, configure_mode, configure_precision, environment, fail,
@@ -189,6 +190,7 @@ def run(
             "mode": mode,
             "mode_settings": mode_settings,
             "model_facts": model_facts,
+            "converted": backend.converted_record(net) if hasattr(backend, "converted_record") else None,
             "normalise": predictor.where,
             "pixel_cache": ({"folder": str(pixels), "created": cache.index.get("created"),
                              "pillow": cache.index.get("pillow"), "digest": cache.digest,
@@ -254,6 +256,7 @@ from .facts import facts_cmd  # noqa: E402
 
 app.command("facts")(facts_cmd)
 app.command("bench")(bench_cmd)
+app.command("export")(export_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -324,6 +324,13 @@ class Backend:
 
         return model_facts(model, spec, crop_size)
 
+    def export_model(self, model: LoadedModel, spec: ModelSpec, out_dir: Path, fmt: str, opset: int,
+                     input_size: int) -> Any:
+        """``predict export`` (:mod:`zoobench_keras.export`)."""
+        from .export import export_model
+
+        return export_model(model, spec, out_dir, fmt, opset, input_size)
+
     def state_arrays(self, model: LoadedModel) -> Iterator[tuple[str, np.ndarray]]:
         """Every variable of the model, trainable or not (batch-norm moving mean and variance too)."""
         for i, v in enumerate(model.model.weights):
