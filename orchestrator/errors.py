@@ -68,6 +68,10 @@ class LabelError(ZoobenchError, ValueError):
     """A prediction path without a known ImageNet label (the message is one line)."""
 
 
+class ConvertError(ZoobenchError, RuntimeError):
+    """A conversion that cannot be planned or used: an unknown source, a tampered converted file (one line)."""
+
+
 def first_line(exc: object, default: str = "") -> str:
     """The first line of an exception's message, stripped (``default`` when it has none)."""
     text = str(exc).strip()

@@ -63,6 +63,18 @@ def zoobench(*args: str, timeout: float = 3600, env: dict | None = None, check: 
     return proc
 
 
+def predict_in_process(*args: str) -> int:
+    """``predict ARGS`` through the contract's CLI in this process (the backend an entry point or a test
+    installs); its exit code."""
+    from zoobench_contract import cli
+
+    try:
+        cli.main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 def one_line_error(proc, needle: str, code: int = 2) -> None:
     """Exit code ``code`` and exactly one error line, the last one, naming the problem; no traceback."""
     err = proc.stderr.strip()
@@ -110,6 +122,44 @@ def cuda_image_tags(docker_client, image_tags) -> dict[str, str]:
     require(not missing, f"cuda images not built ({', '.join(missing)}): `zoobench images build --variant cuda` "
                          "or ZOOBENCH_TEST_CUDA=1")
     return tags
+
+
+FRAMEWORK_IMAGES = ("pytorch", "keras", "mxnet")  # the training frameworks' images of the fault and resume tests
+
+
+def framework_models(profile: str) -> list[str]:
+    """``--model IMAGE/MODEL`` for each model ``profile`` lists for :data:`FRAMEWORK_IMAGES`: the reliability
+    tests bench these (the other images' runs would add time, not cases)."""
+    import yaml
+
+    models = yaml.safe_load((ROOT / "manifests" / "profiles.yaml").read_text())["profiles"][profile]["models"]
+    return [a for image in FRAMEWORK_IMAGES for m in models[image] for a in ("--model", f"{image}/{m}")]
+
+
+CONVERTED_SOURCE = "pytorch"  # the runtime images (onnxruntime, openvino) of the tests serve its models, converted
+
+
+@pytest.fixture(scope="session")
+def converted_cache(image_tags, tmp_path_factory) -> Path:
+    """A conversions cache of the tests' own (``ZOOBENCH_CONVERTED_CACHE``), filled by the real ``zoobench
+    convert``: PyTorch's Lite0 with its real weights, and Lite0 plus the smoke profile's PyTorch models with
+    random weights. Returns the cache root; :func:`converted_mount` is what a runtime container mounts."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("converted")
+    env = {"ZOOBENCH_CONVERTED_CACHE": str(root)}
+    smoke = yaml.safe_load((ROOT / "manifests" / "profiles.yaml").read_text())["profiles"]["smoke"]["models"]
+    convert = ["convert", "--from", CONVERTED_SOURCE, "--to", "onnx", "--no-build"]
+    zoobench(*convert, "--model", "efficientnet_lite0", env=env, check=True, timeout=1800)
+    models = [a for m in ["efficientnet_lite0", *smoke[CONVERTED_SOURCE]] for a in ("--model", m)]
+    zoobench(*convert, "--weights", "random", *models, env=env, check=True, timeout=1800)
+    return root
+
+
+def converted_mount(root: Path, image_tags: dict[str, str]) -> tuple[Path, str]:
+    """(host folder, container folder) of the conversions of :data:`CONVERTED_SOURCE` in cache ``root``."""
+    return (root / "onnx" / CONVERTED_SOURCE / image_tags[CONVERTED_SOURCE].rsplit(":", 1)[-1],
+            f"/converted/{CONVERTED_SOURCE}")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import predict_in_process
 from zoobench_contract import cli
 from zoobench_contract.backend import ModelSpec
 from zoobench_contract.outputs import read_predictions
@@ -55,12 +56,7 @@ def backend(monkeypatch):
     return b
 
 
-def predict(*args: str) -> int:
-    try:
-        cli.main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+predict = predict_in_process  # noqa: E731 (the name these tests read best with)
 
 
 def photo(seed: int, size=(40, 30)) -> Image.Image:

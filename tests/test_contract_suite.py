@@ -4,7 +4,9 @@ Parametrised over the manifest, so an image added there is checked without a new
 run (real Lite0 weights, random-weight architectures of the ``smoke`` profile), fetch, exit codes
 2 (bad input) and 4 (weights unavailable), batch 1 equals batch N, Lite0 agreeing with the other
 images, odd image formats, one-line errors, a locked-down non-root image. The images are built (or
-reused by content hash) and run with ``docker run``, as a user would.
+reused by content hash) and run with ``docker run``, as a user would. A runtime image (images.yaml
+``reads: onnx``) gets PyTorch's models converted by ``zoobench convert`` (conftest's ``converted_cache``)
+mounted read-only at /converted/pytorch, and serves them as ``pytorch.MODEL``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, converted_mount
+from orchestrator.images import manifest as image_manifest
 from zoobench_contract.imagenet import wnid_to_index
 from zoobench_contract.outputs import read_predictions
 
@@ -26,6 +29,12 @@ pytestmark = pytest.mark.docker
 IMAGES = list(yaml.safe_load((ROOT / "manifests" / "images.yaml").read_text())["images"])
 SMOKE = yaml.safe_load((ROOT / "manifests" / "profiles.yaml").read_text())["profiles"]["smoke"]["models"]
 REFERENCE = IMAGES[0]  # Lite0 of every other image is compared with this one's
+SPECS = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
+RUNTIMES = {name for name, spec in SPECS.items() if spec.reads}  # they serve converted models
+FRAMEWORK = {name: spec.framework for name, spec in SPECS.items()}  # keras-jax, keras-torch: keras
+LITE0 = {name: "pytorch.efficientnet_lite0" if name in RUNTIMES else "efficientnet_lite0" for name in IMAGES}
+MOUNTS: dict[str, list[str]] = {}  # a runtime image's tag -> the docker arguments that mount its conversions
+SERVES = {"mxnet": set(), "onnxruntime": set(), "openvino": {"bf16"}}  # precisions beside fp32 (others: tf32, bf16)
 # A photo may have several fair ImageNet labels; top-1 must be one of them.
 FAIR = {
     "n02123045": {"n02123045", "n02123159", "n02124075"},  # tabby / tiger cat / Egyptian cat
@@ -35,8 +44,11 @@ FAIR = {
 }
 
 
-def docker_run(tag: str, *args: str, data: Path | None = None, out: Path | None = None, timeout: int = 900):
-    cmd = ["docker", "run", "--rm", "--network", "none"]
+def docker_run(tag: str, *args: str, data: Path | None = None, out: Path | None = None, timeout: int = 900,
+               extra: tuple[str, ...] = ()):
+    """``docker run --rm --network none`` of ``tag`` with /data (read-only) and /out, a runtime image's
+    conversions (:data:`MOUNTS`) and ``extra`` docker arguments."""
+    cmd = ["docker", "run", "--rm", "--network", "none", *MOUNTS.get(tag, []), *extra]
     if data is not None:
         cmd += ["-v", f"{data}:/data:ro"]
     if out is not None:
@@ -54,8 +66,23 @@ def assert_one_line_error(proc, code: int, needle: str) -> None:
     assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and needle in errors[0], err
 
 
+def lite0_of(tag: str) -> str:
+    """Lite0's name in the image of ``tag``: a runtime image serves PyTorch's, converted."""
+    return "pytorch.efficientnet_lite0" if tag in MOUNTS else "efficientnet_lite0"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime_mounts(image_tags, converted_cache):
+    """Each runtime image sees the tests' conversions of PyTorch's models, read-only."""
+    host, target = converted_mount(converted_cache, image_tags)
+    for image in RUNTIMES:
+        MOUNTS[image_tags[image]] = ["-v", f"{host}:{target}:ro"]
+    yield
+    MOUNTS.clear()
+
+
 def predict_lite0(tag: str, data: Path, out: Path, *extra: str) -> dict[str, np.ndarray]:
-    proc = docker_run(tag, "run", "--model", "efficientnet_lite0", "--data", "/data", "--out", "/out", *extra,
+    proc = docker_run(tag, "run", "--model", lite0_of(tag), "--data", "/data", "--out", "/out", *extra,
                       data=data, out=out)
     assert proc.returncode == 0, proc.stderr
     return read_predictions(out / "predictions.npz")
@@ -86,8 +113,8 @@ def test_every_image_is_in_the_smoke_profile():
 def test_list_and_info(image_tags, listings, image):
     listing = listings[image]
     names = [m["name"] for m in listing]
-    assert len(names) == len(set(names)) >= 30
-    assert {"efficientnet_lite0", *SMOKE[image]} <= set(names)
+    assert len(names) == len(set(names)) >= (1 if image in RUNTIMES else 30)
+    assert {LITE0[image], *SMOKE[image]} <= set(names)
     framework = listing[0]["framework"]
     for m in listing:
         p = m["preprocessing"]
@@ -161,7 +188,8 @@ def test_uint8_device_path_equals_the_float_host_path(image_tags, sample_dir, tm
                                       "--logits-dtype", "float32")["logits"]
         runs[where] = json.loads((out / "run.json").read_text())
     assert logits["device"].dtype == np.float32 and logits["device"].shape == (len(logits["host"]), 1000)
-    assert runs["device"]["normalise"] == "device" and runs["host"]["normalise"] == "host"
+    assert runs["device"]["normalise"] == ("device" if image not in RUNTIMES else runs["device"]["normalise"])
+    assert runs["host"]["normalise"] == "host"
     assert np.abs(logits["device"] - logits["host"]).max() <= 1e-4
 
 
@@ -170,7 +198,7 @@ def test_pixel_cache_gives_byte_identical_predictions(image_tags, sample_dir, li
     """`predict cache` in the image, then `predict run --pixels` (cache mounted read-only)."""
     tag, cache = image_tags[image], tmp_path / "cache"
     spec = json.loads(docker_run(tag, "list").stdout)
-    prep = next(m for m in spec if m["name"] == "efficientnet_lite0")["preprocessing"]
+    prep = next(m for m in spec if m["name"] == LITE0[image])["preprocessing"]
     built = docker_run(tag, "cache", "--data", "/data", "--out", "/out", "--resize-size", str(prep["resize_size"]),
                        "--crop-size", str(prep["crop_size"]), "--interpolation", prep["interpolation"],
                        data=sample_dir, out=cache)
@@ -178,9 +206,9 @@ def test_pixel_cache_gives_byte_identical_predictions(image_tags, sample_dir, li
     out = tmp_path / "cached"
     out.mkdir()
     out.chmod(0o777)
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{sample_dir}:/data:ro",
-                           "-v", f"{cache}:/pixels:ro", "-v", f"{out}:/out", tag, "run", "--model",
-                           "efficientnet_lite0", "--data", "/data", "--out", "/out", "--pixels", "/pixels"],
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", *MOUNTS.get(tag, []), "-v",
+                           f"{sample_dir}:/data:ro", "-v", f"{cache}:/pixels:ro", "-v", f"{out}:/out", tag, "run",
+                           "--model", LITE0[image], "--data", "/data", "--out", "/out", "--pixels", "/pixels"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     cached = read_predictions(out / "predictions.npz")
@@ -196,10 +224,10 @@ def test_precisions(image_tags, sample_dir, lite0, tmp_path, image):
     tag = image_tags[image]
     for precision in ("tf32", "bf16"):
         out = tmp_path / precision
-        proc = docker_run(tag, "run", "--model", "efficientnet_lite0", "--data", "/data", "--out", "/out",
+        proc = docker_run(tag, "run", "--model", LITE0[image], "--data", "/data", "--out", "/out",
                           "--precision", precision, data=sample_dir, out=out)
-        if image == "mxnet":
-            assert_one_line_error(proc, 2, "fp32 only")
+        if precision not in SERVES.get(image, {"tf32", "bf16"}):
+            assert_one_line_error(proc, 2, precision)
             continue
         assert proc.returncode == 0, proc.stderr
         assert json.loads((out / "run.json").read_text())["precision"] == precision
@@ -220,7 +248,7 @@ def test_other_architectures_with_random_weights(image_tags, sample_dir, tmp_pat
         run = json.loads((out / "run.json").read_text())
         assert pred["topk_indices"].shape == (3, 5) and np.isfinite(pred["topk_scores"]).all()
         assert run["weights"]["kind"] == "random" and run["model"] == model and run["n_images"] == 3
-        assert run["framework"] == image and run["status"] == "ok"
+        assert run["framework"] == FRAMEWORK[image] and run["status"] == "ok"
 
 
 @pytest.mark.parametrize("image", IMAGES)
@@ -228,8 +256,15 @@ def test_fetch_and_missing_weights(image_tags, listings, sample_dir, tmp_path, i
     """fetch: bundled weights need nothing (exit 0); without network a download is exit 4, one line.
     run: ImageNet weights that are not in the cache are exit 4, one line, nothing written."""
     tag = image_tags[image]
-    bundled = docker_run(tag, "fetch", "--model", "efficientnet_lite0")
+    bundled = docker_run(tag, "fetch", "--model", LITE0[image])
     assert bundled.returncode == 0 and json.loads(bundled.stdout)["status"] == "bundled", bundled.stderr
+    if image in RUNTIMES:  # a converted model ships its weights: a choice never converted is exit 4, one line
+        out = tmp_path / "missing"
+        proc = docker_run(tag, "run", "--model", SMOKE[image][0], "--data", "/data", "--out", "/out", data=sample_dir,
+                          out=out)
+        assert_one_line_error(proc, 4, "zoobench convert")
+        assert not list(out.iterdir())
+        return
     needs = next(m["name"] for m in listings[image] if not m["weights_bundled"] and m["name"] in SMOKE[image])
     assert_one_line_error(docker_run(tag, "fetch", "--model", needs, timeout=300), 4, needs)
     out = tmp_path / "missing"
@@ -252,9 +287,10 @@ def test_fetch_and_missing_weights(image_tags, listings, sample_dir, tmp_path, i
     assert all(m["weights_files"] == {} for m in listings[image] if m["weights_bundled"])
 
 
-@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize("image", [i for i in IMAGES if i not in RUNTIMES])
 def test_state_arrays_cover_parameters_and_batch_norm_statistics(image_tags, image):
-    """What the `parameters` digest of run.json covers: every parameter and every batch-norm statistic."""
+    """What the `parameters` digest of run.json covers: every parameter and every batch-norm statistic.
+    (A runtime's converted graph has batch norm folded into the convolutions: tests/test_runtime_images.py.)"""
     script = ("import json; from zoobench_contract.cli import load_backend, find_model; b = load_backend(); "
               "s = find_model(b, 'efficientnet_lite0'); net = b.load(s, 'random', 'cpu'); "
               "import numpy as np; from zoobench_contract.cli import Predictor; "
@@ -313,14 +349,14 @@ def test_bad_input_gives_one_line(image_tags, sample_dir, tmp_path, image):
     victim.write_bytes(victim.read_bytes()[:2000])
     empty = tmp_path / "empty"
     (empty / "n01440764").mkdir(parents=True)
-    lite0 = ["--model", "efficientnet_lite0", "--data", "/data"]
+    lite0 = ["--model", LITE0[image], "--data", "/data"]
     cases = [
         (["--model", "no_such_net", "--data", "/data"], sample_dir, "unknown model 'no_such_net'"),
-        (["--model", "efficientnet_lite0", "--data", "/data/missing"], sample_dir, "does not exist"),
+        (["--model", LITE0[image], "--data", "/data/missing"], sample_dir, "does not exist"),
         (lite0, empty, "no images found"),
         (lite0, corrupt, victim.name),
         ([*lite0, "--weights", "/data/none.pth"], sample_dir, "no such file"),
-        ([*lite0, "--weights", "imagenet:NO_SUCH_VARIANT"], sample_dir, "NO_SUCH_VARIANT"),
+        ([*lite0, "--weights", "imagenet:NO_SUCH_VARIANT"], sample_dir, "NO_SUCH_VARIANT"),  # runtimes: exit 4
         ([*lite0, "--preprocess", '{"crop_size": 300, "resize_size": 256}'], sample_dir, "crop_size"),
         ([*lite0, "--device", "tpu"], sample_dir, "--device"),
     ]
@@ -328,7 +364,7 @@ def test_bad_input_gives_one_line(image_tags, sample_dir, tmp_path, image):
         out = tmp_path / f"out-{i}"
         proc = docker_run(tag, "run", *args, "--out", "/out", data=data, out=out)
         err = proc.stderr.strip()
-        assert proc.returncode == 2, (args, err)
+        assert proc.returncode == (4 if image in RUNTIMES and "NO_SUCH_VARIANT" in needle else 2), (args, err)
         assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err, (args, err)
         assert not (out / "predictions.npz").exists() and not (out / "run.json").exists()
 
@@ -340,4 +376,4 @@ def test_image_runs_as_non_root_without_network(image_tags, image):
     assert config["User"] not in ("", "root", "0")
     assert config["Entrypoint"] == ["predict"]
     assert {"TORCH_HOME=/weights/torch", "KERAS_HOME=/weights/keras", "MXNET_HOME=/weights/mxnet"} <= set(config["Env"])
-    assert config["Labels"]["org.zoobench.framework"] == image
+    assert config["Labels"]["org.zoobench.framework"] == FRAMEWORK[image]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_contract_suite import IMAGES, SMOKE, docker_run
+from test_contract_suite import IMAGES, LITE0, SMOKE, docker_run, runtime_mounts  # noqa: F401 (autouse: the runtimes' conversions)
 
 pytestmark = pytest.mark.docker
 LIMIT = "3"
@@ -38,7 +38,7 @@ def assert_bitwise(a: dict[str, np.ndarray], b: dict[str, np.ndarray], what: str
 @pytest.mark.parametrize("image", IMAGES)
 def test_solo_parallel_and_rerun_are_bitwise_identical(image, image_tags, sample_dir, tmp_path):
     tag = image_tags[image]
-    models = [("efficientnet_lite0", "imagenet"), (SMOKE[image][0], "random")]
+    models = [(LITE0[image], "imagenet"), (SMOKE[image][0], "random")]
     solo = {}
     for model, weights in models:
         proc = predict(tag, model, weights, sample_dir, tmp_path / f"solo-{model}")

@@ -13,40 +13,60 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, one_line_error, zoobench
+from conftest import FRAMEWORK_IMAGES, framework_models, ROOT, one_line_error, zoobench
 
 pytestmark = pytest.mark.docker
 
 
-def test_sample_bench_ranks_lite0_in_three_frameworks(image_tags, tmp_path):
-    results = tmp_path / "results"
-    proc = zoobench("run", "--profile", "sample", "--results", str(results), "--format", "json")
+SAMPLE_RUNS = {"pytorch-efficientnet_lite0", "keras-efficientnet_lite0", "mxnet-efficientnet_lite0",
+               "keras-jax-efficientnet_lite0", "keras-torch-efficientnet_lite0",
+               "onnxruntime-pytorch.efficientnet_lite0", "openvino-pytorch.efficientnet_lite0"}
+
+
+def test_sample_bench_ranks_lite0_in_every_image(image_tags, tmp_path):
+    """`make bench` on a fresh machine: the runtimes' conversion is made first (a cache of its own here), then
+    Lite0 with its real weights in all seven images, ranked, reported (with the fidelity of the conversions)."""
+    results, converted = tmp_path / "results", tmp_path / "converted"
+    env = {"ZOOBENCH_CONVERTED_CACHE": str(converted)}
+    proc = zoobench("run", "--profile", "sample", "--results", str(results), "--format", "json", env=env)
     assert proc.returncode == 0, proc.stderr
+    assert "pytorch efficientnet_lite0 (imagenet) -> onnx: converted" in proc.stderr, proc.stderr
     rows = json.loads(proc.stdout)
-    lite = {r["platform"].split()[0]: r for r in rows if r["model"] == "efficientnet_lite0"}
-    assert set(lite) == {"pytorch", "keras", "mxnet"}
+    lite = {r["run"]: r for r in rows}
+    assert set(lite) == SAMPLE_RUNS
     for r in lite.values():
         assert r["n"] == 6 and r["acc1"] >= 4 / 6 and r["acc5"] == 1.0 and r["weights"] == "imagenet"
-    assert lite["pytorch"]["acc1"] == lite["keras"]["acc1"] == lite["mxnet"]["acc1"]
+    assert len({r["acc1"] for r in lite.values()}) == 1
+    assert lite["onnxruntime-pytorch.efficientnet_lite0"]["platform"].endswith("(pytorch efficientnet_lite0)")
+    assert lite["keras-jax-efficientnet_lite0"]["platform"].startswith("keras 3.15.1 (jax ")
+    assert lite["keras-torch-efficientnet_lite0"]["platform"].startswith("keras 3.15.1 (torch ")
+    request = json.loads((results / "openvino-pytorch.efficientnet_lite0" / "request.json").read_text())["request"]
+    assert request["conversion"]["source_image_id"] == json.loads(
+        (results / "pytorch-efficientnet_lite0" / "run.json").read_text())["env"]["image_id"]
     stamps = {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
-    assert len(stamps) == 3
+    assert len(stamps) == 7
     page = (results / "report.html").read_text()  # the bench writes its report, the plot inline
     assert f"report: {results / 'report.html'}" in proc.stderr
-    assert all(f"{fw}-efficientnet_lite0" in page for fw in lite) and "data:image/png;base64," in page
+    assert all(run in page for run in lite) and "data:image/png;base64," in page
+    assert 'id="fidelity-table"' in page and page.count("(pytorch efficientnet_lite0)") >= 2
     assert (results / "results.md").is_file() and (results / "acc_vs_speed.png").is_file()
-    # Real runs of one architecture in three frameworks: the agreement matrix and a pairwise compare.
+    # Real runs of one architecture in seven images: the agreement matrix and a pairwise compare.
     matrix = json.loads(zoobench("compare", str(results), "--matrix", "--format", "json", check=True).stdout)
     lite0 = next(m for m in matrix if m["architecture"] == "efficientnet_lite0")
-    assert sorted(lite0["runs"]) == ["keras-efficientnet_lite0", "mxnet-efficientnet_lite0", "pytorch-efficientnet_lite0"]
+    assert sorted(lite0["runs"]) == sorted(SAMPLE_RUNS)
     assert all(n == 6 for row in lite0["n_shared"] for n in row)
     pair = json.loads(zoobench("compare", str(results / "pytorch-efficientnet_lite0"), str(results / "keras-efficientnet_lite0"),
                                "--format", "json", check=True).stdout)
-    right = round(lite["pytorch"]["acc1"] * 6)
-    assert pair["n_shared"] == 6 and pair["both_right"] + pair["only_a"] == right
-    assert pair["both_right"] + pair["only_b"] == round(lite["keras"]["acc1"] * 6)
-    assert pair["top1_agreement"] == lite0["top1"][2][0] == lite0["top1"][0][2]
-    again = zoobench("run", "--profile", "sample", "--results", str(results))
-    assert again.returncode == 0 and again.stderr.count("reused") == 3, again.stderr
+    right = round(lite["pytorch-efficientnet_lite0"]["acc1"] * 6)
+    assert pair["n_shared"] == 6 and pair["both_right"] + pair["only_a"] == right and "fidelity" not in pair
+    fid = json.loads(zoobench("compare", str(results / "pytorch-efficientnet_lite0"),
+                              str(results / "onnxruntime-pytorch.efficientnet_lite0"), "--format", "json",
+                              check=True).stdout)["fidelity"]
+    assert fid["top1_agreement"] == 1.0 and fid["acc1_diff_points"] == 0.0 and fid["within_mlperf_99"]
+    assert 0 <= fid["max_abs_logit_diff"] < 1e-3 and fid["exporter"].startswith("torch.onnx.export")
+    again = zoobench("run", "--profile", "sample", "--results", str(results), env=env)
+    assert again.returncode == 0 and again.stderr.count("reused") == 7, again.stderr
+    assert "cached (the record matches)" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in results.glob("*/run.json")} == stamps
 
 
@@ -59,7 +79,7 @@ def published(results: Path) -> dict[str, int]:
 def test_killed_bench_resumes_only_unfinished_models(image_tags, tmp_path):
     results = tmp_path / "results"
     args = ["run", "--profile", "smoke", "--results", str(results), "--limit", "3",
-            "--model", "resnet18", "--model", "mobilenetv2", "--model", "squeezenet1_1"]
+            "--model", "pytorch/resnet18", "--model", "keras/mobilenetv2", "--model", "pytorch/squeezenet1_1"]
     exe = Path(sys.executable).with_name("zoobench")
     first = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
@@ -137,8 +157,8 @@ def test_containers_are_locked_down(image_tags, tmp_path, manifests_copy):
     models.write_text(models.read_text().replace("  memory: null", "  memory: 3g"))
     results = tmp_path / "results"
     exe = Path(sys.executable).with_name("zoobench")
-    bench = subprocess.Popen([str(exe), "run", "--profile", "sample", "--results", str(results),
-                              "--manifests", str(manifests_copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    bench = subprocess.Popen([str(exe), "run", "--profile", "sample", *framework_models("sample"), "--results",
+                              str(results), "--manifests", str(manifests_copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     label = f"label=zoobench.results={results.resolve()}"
     deadline = time.monotonic() + 600
@@ -170,9 +190,9 @@ def test_containers_are_locked_down(image_tags, tmp_path, manifests_copy):
 
 def test_weights_fetch_reports_what_it_did(image_tags, tmp_path):
     smoke = zoobench("weights", "fetch", "--profile", "smoke")
-    assert smoke.returncode == 0 and "need nothing (random weights): 9" in smoke.stderr, smoke.stderr
+    assert smoke.returncode == 0 and "need nothing (random weights): 15" in smoke.stderr, smoke.stderr
     sample = zoobench("weights", "fetch", "--profile", "sample")
-    assert sample.returncode == 0 and "bundled in the image: 3" in sample.stderr, sample.stderr
+    assert sample.returncode == 0 and "bundled in the image: 5" in sample.stderr, sample.stderr
     network = f"zoobench-test-offline-{os.getpid()}"  # internal: no route out, whatever the host can reach
     subprocess.run(["docker", "network", "rm", network], capture_output=True)
     subprocess.run(["docker", "network", "create", "--internal", network], check=True, capture_output=True)
@@ -200,7 +220,8 @@ def test_pixel_cache_predictions_are_byte_identical_and_the_cache_is_reused(imag
     pixels = tmp_path / "pixels"
     env = {"ZOOBENCH_PIXEL_CACHE": str(pixels)}
     cached, plain = tmp_path / "cached", tmp_path / "plain"
-    smoke = ["run", "--profile", "smoke", "--limit", "3"]
+    base = ["run", "--profile", "smoke", "--limit", "3"]
+    smoke = [*base, *framework_models("smoke")]
     first = zoobench(*smoke, "--results", str(cached), env=env)
     assert first.returncode == 0, first.stderr
     second = zoobench(*smoke, "--results", str(plain), "--no-pixel-cache", env=env)
@@ -212,8 +233,9 @@ def test_pixel_cache_predictions_are_byte_identical_and_the_cache_is_reused(imag
         assert (cached / name / "predictions.npz").read_bytes() == (plain / name / "predictions.npz").read_bytes(), name
 
     # The caches expected: one per (pixel config, Pillow version) that two or more models share.
-    jobs = plan_jobs(get_profile("smoke"), load_models(), image_tags, lambda i: served_models(docker_client,
-                     image_tags[i]), limit=3)
+    prof = get_profile("smoke")
+    prof = prof.model_copy(update={"models": {i: m for i, m in prof.models.items() if i in FRAMEWORK_IMAGES}})
+    jobs = plan_jobs(prof, load_models(), image_tags, lambda i: served_models(docker_client, image_tags[i]), limit=3)
     digest = json.loads((plain / runs[0] / "run.json").read_text())["data"]["digest"]
     groups: dict[str, list[str]] = defaultdict(list)
     for job in jobs:
@@ -232,7 +254,7 @@ def test_pixel_cache_predictions_are_byte_identical_and_the_cache_is_reused(imag
     # A new bench on the same data reuses the cache: no build.
     key, names = next(iter(expected.items()))
     pick = [arg for name in names[:2] for arg in ("--model", name.replace("-", "/", 1))]
-    third = zoobench(*smoke, "--results", str(tmp_path / "third"), *pick, env=env)
+    third = zoobench(*base, "--results", str(tmp_path / "third"), *pick, env=env)
     assert third.returncode == 0, third.stderr
     assert ": building " not in third.stderr and f"reusing {key}" in third.stderr, third.stderr
     for name in names[:2]:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, one_line_error, require, zoobench
+from conftest import framework_models, ROOT, one_line_error, require, zoobench
 
 pytestmark = pytest.mark.docker
 LITE0 = ["run", "--profile", "sample", "--model", "pytorch/efficientnet_lite0"]
@@ -148,7 +148,7 @@ def nothing_left_behind(request, tmp_path_factory, monkeypatch):
 def test_kill_9_of_the_orchestrator_then_rerun(image_tags, tmp_path, fault_case):
     results = tmp_path / "results"
     args = ["run", "--profile", "smoke", "--results", str(results), "--limit", "3",
-            "--model", "resnet18", "--model", "mobilenetv2", "--model", "squeezenet1_1"]
+            "--model", "pytorch/resnet18", "--model", "keras/mobilenetv2", "--model", "pytorch/squeezenet1_1"]
     first = background(*args)
     wait_for(lambda: published(results), "a first model finished", first)
     os.killpg(first.pid, signal.SIGKILL)  # no clean-up at all: the worst case
@@ -169,7 +169,7 @@ def test_kill_9_of_the_orchestrator_then_rerun(image_tags, tmp_path, fault_case)
 
 def test_docker_kill_of_a_model_container(image_tags, tmp_path, fault_case):
     results = tmp_path / "results"
-    bench = background("run", "--profile", "sample", "--limit", "2", "--results", str(results))
+    bench = background("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(results))
     victim = wait_for(lambda: containers_with_role(results, "model"), "a model container", bench)[0]
     subprocess.run(["docker", "kill", victim], capture_output=True)
     out, err = bench.communicate(timeout=900)
@@ -210,7 +210,7 @@ def test_docker_kill_of_the_pixel_cache_build(image_tags, sample_dir, tmp_path, 
 def test_per_model_timeout(image_tags, tmp_path, manifests_copy, fault_case):
     set_model(manifests_copy, "keras/efficientnet_lite0", timeout_s=2)
     results = tmp_path / "results"
-    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(results),
+    proc = zoobench("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(results),
                     "--manifests", str(manifests_copy))
     assert proc.returncode == 1 and "timed out after 2 s" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(published(results)) == ["mxnet-efficientnet_lite0", "pytorch-efficientnet_lite0"]
@@ -245,7 +245,7 @@ def test_read_only_results_folder(image_tags, tmp_path, fault_case):
 
 def test_concurrent_benches_on_one_folder(image_tags, tmp_path, fault_case):
     results = tmp_path / "results"
-    first = background("run", "--profile", "sample", "--limit", "2", "--results", str(results))
+    first = background("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(results))
     try:
         wait_for(lambda: containers_of(results), "the first bench's container", first)
         second = zoobench(*LITE0, "--results", str(results))
@@ -356,7 +356,7 @@ def test_gpus_on_a_host_without_them(tmp_path, fault_case):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_run_then_rerun(image_tags, tmp_path, fault_case, sig):
     results = tmp_path / "results"
-    args = ["run", "--profile", "sample", "--limit", "2", "--results", str(results)]
+    args = ["run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(results)]
     bench = background(*args)
     wait_for(lambda: containers_of(results), "a model container", bench)
     os.killpg(bench.pid, sig)
@@ -404,7 +404,7 @@ def test_cache_clear_removes_only_what_zoobench_made(image_tags, tmp_path, monke
     (pixels / "thesis").mkdir(parents=True)
     (pixels / "thesis" / "a").write_text("x")
     monkeypatch.setenv("ZOOBENCH_PIXEL_CACHE", str(pixels))
-    bench = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(results))
+    bench = zoobench("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(results))
     assert bench.returncode == 0, bench.stderr
     built = [p for p in pixels.iterdir() if p.name not in ("thesis", ".lock")]
     assert len(built) == 1, list(pixels.iterdir())
@@ -428,7 +428,7 @@ def test_an_altered_pixel_cache_is_never_trusted(image_tags, tmp_path, monkeypat
 
     pixels, results = tmp_path / "pixels", tmp_path / "results"
     monkeypatch.setenv("ZOOBENCH_PIXEL_CACHE", str(pixels))
-    args = ["run", "--profile", "sample", "--limit", "3", "--results", str(results)]
+    args = ["run", "--profile", "sample", *framework_models("sample"), "--limit", "3", "--results", str(results)]
     first = zoobench(*args)
     assert first.returncode == 0, first.stderr
     truth = {run: np.load(results / run / "predictions.npz")["topk_indices"] for run in published(results)}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from conftest import ROOT, one_line_error, zoobench
@@ -39,8 +40,12 @@ def manifests_dir(tmp_path: Path) -> Path:
     """The real profiles and models, and an images.yaml of our own with gpu: blocks."""
     folder = tmp_path / "manifests"
     folder.mkdir()
-    for name in ("profiles.yaml", "models.yaml", "datasets.yaml"):
+    for name in ("models.yaml", "datasets.yaml"):
         shutil.copy(ROOT / "manifests" / name, folder / name)
+    profiles = yaml.safe_load((ROOT / "manifests" / "profiles.yaml").read_text())
+    for prof in profiles["profiles"].values():  # only the images of this images.yaml
+        prof["models"] = {i: m for i, m in prof["models"].items() if i in LOCKS}
+    (folder / "profiles.yaml").write_text(yaml.safe_dump(profiles))
     text = "images:\n"
     for image, (cpu, cuda) in LOCKS.items():
         text += (f"  {image}:\n    framework: {image}\n    dockerfile: images/Dockerfile\n"
@@ -228,6 +233,7 @@ def test_parse_variants():
     parsed = parse_variants("cuda, mxnet=cpu ,keras=cpu", ["0"], specs)
     assert (parsed.of("pytorch"), parsed.of("mxnet"), parsed.of("keras")) == ("cuda", "cpu", "cpu")
     assert parsed.text() == "cuda,keras=cpu,mxnet=cpu"
+    assert parsed.of("openvino") == "cpu"  # no cuda variant (Intel GPUs only): its cpu one, not in the text
     with pytest.raises(BenchError, match="mxnet is given twice"):
         parse_variants("cuda,mxnet=cpu,mxnet=cuda", [], specs)
 

@@ -45,12 +45,15 @@ def tag(root: Path, variant: str = "cpu") -> str:
     return images.image_tag(spec(root), variant, root)
 
 
-def test_real_manifest_declares_three_frameworks_and_variants():
+def test_real_manifest_declares_the_frameworks_runtimes_and_variants():
     specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
-    assert set(specs) >= {"pytorch", "keras", "mxnet"}
+    assert set(specs) >= {"pytorch", "keras", "mxnet", "keras-jax", "keras-torch", "onnxruntime", "openvino"}
+    assert {n for n, s in specs.items() if s.reads} == {"onnxruntime", "openvino"}
+    assert dict(specs["keras-jax"].build_args)["KERAS_BACKEND"] == "jax"
+    assert dict(specs["keras-torch"].build_args)["KERAS_BACKEND"] == "torch"
     for name, s in specs.items():
-        assert s.framework == name
-        assert set(s.variants) >= {"cpu", "cuda"}
+        assert s.framework == name.split("-")[0]  # keras-jax and keras-torch run the keras runner
+        assert set(s.variants) >= ({"cpu"} if name == "openvino" else {"cpu", "cuda"})  # OpenVINO: Intel GPUs only
         assert s.variants["cpu"].base_image == "offline"
         assert (ROOT / s.dockerfile).is_file()
         assert (ROOT / s.variants["cpu"].lock).is_file()
@@ -77,7 +80,9 @@ def test_every_dockerfile_arg_is_passed_by_the_build():
     """images/Dockerfile's ARGs are the ones zoobench passes (no ARG silently left at its default)."""
     text = (ROOT / "images/Dockerfile").read_text()
     declared = set(re.findall(r"^ARG (\w+)", text, re.M))
-    passed = set(images.build_args(spec(ROOT, "mxnet"), "cuda", ROOT)) | {"WHEELS_URL", "IMAGE_TAG", "SYSTEM_PACKAGES"}
+    specs = image_manifest.load_manifest(ROOT / "manifests" / "images.yaml")
+    passed = {"WHEELS_URL", "IMAGE_TAG"} | {arg for s in specs.values() for v in s.variants
+                                            for arg in images.build_args(s, v, ROOT)}
     assert declared == passed, declared ^ passed
 
 

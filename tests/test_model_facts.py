@@ -20,7 +20,7 @@ from zoobench_contract.backend import ModelSpec
 from zoobench_contract.preprocessing import Preprocessing
 
 from orchestrator.bench import imagefacts
-from orchestrator.bench.plan import predict_run_args
+from orchestrator.bench.plan import PlanOptions, predict_run_args
 from orchestrator.bench.service import BenchRequest, plan_images, prepare
 from orchestrator.images import build as images
 from orchestrator.paths import MANIFEST_DIR
@@ -229,7 +229,8 @@ def test_plan_images_gives_each_job_its_facts(tmp_path, monkeypatch):
         return json.dumps({"model": model, "tag": tag})
 
     monkeypatch.setattr(imagefacts, "model_facts", fake_facts)
-    req = BenchRequest(manifests=MANIFEST_DIR, results=tmp_path / "r", build=False)
+    only = [f"{image}/efficientnet_lite0" for image in ("pytorch", "keras", "mxnet")]  # no conversion to make
+    req = BenchRequest(manifests=MANIFEST_DIR, results=tmp_path / "r", build=False, plan=PlanOptions(only=only))
     setup = prepare(req)
     jobs, _ = plan_images(req, setup, object(), Console(file=io.StringIO()))
     assert sorted(asked) == sorted((j.tag, "efficientnet_lite0", 224) for j in jobs) and len(jobs) == 3

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI, ROOT, one_line_error, require, zoobench
+from conftest import framework_models, IN_CI, ROOT, one_line_error, require, zoobench
 from orchestrator.images import store as imagestore
 from test_faults import (assert_clean, background, containers_of, containers_with_role, manifests_copy,  # noqa: F401
                          published, set_model, wait_for)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm]
-SMOKE = ["run", "--profile", "smoke", "--limit", "3", "--model", "resnet18", "--model", "mobilenetv2",
-         "--model", "squeezenet1_1", "--engine", "slurm", "--gres", "gpu:1"]
+SMOKE = ["run", "--profile", "smoke", "--limit", "3", "--model", "pytorch/resnet18", "--model", "keras/mobilenetv2",
+         "--model", "pytorch/squeezenet1_1", "--engine", "slurm", "--gres", "gpu:1"]
 
 
 @pytest.fixture(scope="session")
@@ -82,28 +82,28 @@ def test_sample_profile_on_slurm_gives_the_local_predictions(image_tags, slurm_c
     assert proc.returncode == 0, proc.stderr
     assert "submitted Slurm array" in proc.stderr
     runs = sorted(p.name for p in local.iterdir() if (p / "run.json").is_file())
-    assert runs == sorted(p.name for p in on_slurm.iterdir() if (p / "run.json").is_file()) and len(runs) == 3
+    assert runs == sorted(p.name for p in on_slurm.iterdir() if (p / "run.json").is_file()) and len(runs) == 7
     for name in runs:
         a, b = predictions(local / name), predictions(on_slurm / name)
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
     ranked = json.loads(proc.stdout)
-    assert len(ranked) == 3 and all(r["n"] == 6 for r in ranked)
+    assert len(ranked) == 7 and all(r["n"] == 6 for r in ranked)  # the runtimes' converted Lite0 too
     # Each task got the cluster's one (fake) GPU from Slurm's gres scheduling.
     outs = sorted((on_slurm / "logs").glob("slurm-*_*.out"))
-    assert len(outs) == 3 and all("(GPUs: 0)" in p.read_text() for p in outs), [p.read_text() for p in outs]
+    assert len(outs) == 7 and all("(GPUs: 0)" in p.read_text() for p in outs), [p.read_text() for p in outs]
     assert not (on_slurm / ".slurm" / "active.json").exists()
     assert_clean(on_slurm)
     again = zoobench("run", "--profile", "sample", "--results", str(on_slurm), "--engine", "slurm")
-    assert again.returncode == 0 and again.stderr.count("reused") == 3, again.stderr
+    assert again.returncode == 0 and again.stderr.count("reused") == 7, again.stderr
     assert "submitted Slurm array" not in again.stderr  # nothing left to submit
 
 
 def test_a_failing_task_is_reported_and_the_others_finish(image_tags, slurm_cluster, tmp_path, manifests_copy):
     set_model(manifests_copy, "keras/efficientnet_lite0", timeout_s=2)
     results = tmp_path / "results"
-    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(results), "--engine", "slurm",
+    proc = zoobench("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(results), "--engine", "slurm",
                     "--manifests", str(manifests_copy))
     assert proc.returncode == 1, proc.stderr
     assert "keras/efficientnet_lite0 failed: timed out after 2 s" in proc.stderr and "Traceback" not in proc.stderr
@@ -180,7 +180,7 @@ def test_a_second_bench_is_refused_while_an_array_writes_the_folder(image_tags, 
 def test_no_slurm_client_on_the_host_is_one_line(image_tags, tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
-    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(tmp_path / "r"), "--engine", "slurm",
+    proc = zoobench("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(tmp_path / "r"), "--engine", "slurm",
                     env={"PATH": str(empty)})
     one_line_error(proc, "sbatch not found")
     assert containers_of(tmp_path / "r") == []
@@ -214,8 +214,8 @@ def test_podman_runtime_on_slurm_loads_exported_images_and_matches_docker(image_
 def test_a_submit_host_without_a_container_engine(image_tags, slurm_cluster, tmp_path):
     """A login node with Slurm but no engine plans from the shared caches; the tasks run on the nodes."""
     local, on_slurm = tmp_path / "local", tmp_path / "slurm"
-    zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(local), check=True)  # caches listings, ids
-    proc = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(on_slurm), "--engine", "slurm",
+    zoobench("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(local), check=True)  # caches listings, ids
+    proc = zoobench("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(on_slurm), "--engine", "slurm",
                     "--sbatch-arg", "--export=ALL,DOCKER_HOST=unix:///var/run/docker.sock",  # the nodes have one
                     env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine-here.sock"})
     assert proc.returncode == 0, proc.stderr
@@ -224,6 +224,6 @@ def test_a_submit_host_without_a_container_engine(image_tags, slurm_cluster, tmp
         a, b = predictions(local / name), predictions(on_slurm / name)
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
-    again = zoobench("run", "--profile", "sample", "--limit", "2", "--results", str(on_slurm), "--engine", "slurm",
+    again = zoobench("run", "--profile", "sample", *framework_models("sample"), "--limit", "2", "--results", str(on_slurm), "--engine", "slurm",
                      env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine-here.sock"})
     assert again.returncode == 0 and again.stderr.count("reused") == 3, again.stderr  # ids from the shared cache

@@ -32,8 +32,10 @@ def image_tags(manifest_dir: Path = MANIFEST_DIR, variant: str = "cpu",
 
 
 def tags_of(specs: dict[str, ImageSpec], variant: str = "cpu", overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """:func:`image_tags` of images.yaml already read (``specs``: name -> spec)."""
-    return {name: images.image_tag(spec, (overrides or {}).get(name, variant), ROOT) for name, spec in specs.items()}
+    """:func:`image_tags` of images.yaml already read (``specs``: name -> spec); an image without ``variant``
+    gets its cpu variant's tag (:meth:`ImageSpec.serving`)."""
+    return {name: images.image_tag(spec, (overrides or {}).get(name, spec.serving(variant)), ROOT)
+            for name, spec in specs.items()}
 
 
 def predict_cache_file(tag: str, command: str = "list") -> Path:

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import MountError
+from zoobench_contract.converted import CONVERTED_MOUNT
+
 from .layout import OUT_MOUNT, WEIGHTS_MOUNT
 
 # Container paths a data mount may not be, contain, or sit inside of (the runner image lives there).
-PROTECTED = ("/bin", "/etc", "/home/zoobench", "/lib", "/lib64", "/opt/venv", OUT_MOUNT, "/sbin", "/tmp",
+PROTECTED = (CONVERTED_MOUNT, "/bin", "/etc", "/home/zoobench", "/lib", "/lib64", "/opt/venv", OUT_MOUNT, "/sbin", "/tmp",
              "/usr", WEIGHTS_MOUNT)
 FORBIDDEN_UNDER = ("/dev", "/proc", "/sys", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/opt/venv",
-                   WEIGHTS_MOUNT, OUT_MOUNT)
+                   WEIGHTS_MOUNT, OUT_MOUNT, CONVERTED_MOUNT)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ class Job:
     evalset: EvalSet | None = None  # the evaluation set (None: the default set, ImageNet val)
     mode: str = "default"  # execution mode (predict run --mode): channels-last, compile, jit, hybridize...
     facts: str | None = field(default=None, compare=False)  # `predict facts` JSON, cached per image and model
+    converted: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # a runtime image's (source, host folder)
+    conversion: dict[str, Any] | None = None  # a runtime image's job: its conversion's resume key (convert.records)
 
     @property
     def run_name(self) -> str:
@@ -63,6 +65,8 @@ class Job:
         extra: dict[str, Any] = {"dataset": self.evalset.request()} if self.evalset is not None else {}
         if self.mode != "default":
             extra["mode"] = self.mode
+        if self.conversion is not None:
+            extra["conversion"] = self.conversion
         return {**extra,
             "image": self.image,
             "model": self.model,

@@ -23,6 +23,7 @@ from zoobench_contract.cli import EXIT_FAILED, EXIT_OOM, EXIT_USAGE, EXIT_WEIGHT
 from zoobench_contract.dataset import file_sha256
 from zoobench_contract.outputs import write_json
 
+from ..convert.bench import converted_binds
 from ..errors import first_line
 from . import containers, pixelcache
 from .layout import OLD_SUFFIX, OUT_MOUNT, OUTPUTS, PARTIAL_SUFFIX, PIXELS_MOUNT, REQUEST_FILE, RUN_FILE, log_dir
@@ -344,6 +345,7 @@ class Bench:
         final = self.results_dir / job.run_name
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
         binds = self.data.binds + ([self.weights_binds[job.weights]] if job.weights in self.weights_binds else [])
+        binds += converted_binds(job.converted)
         batch = job.batch_size
         while True:
             shutil.rmtree(partial, ignore_errors=True)

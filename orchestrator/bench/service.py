@@ -28,9 +28,10 @@ from ..paths import DATASCAN_CACHE, MANIFEST_DIR, MODELS_CACHE, RESULTS, ROOT, S
 from . import containers, datascan, gpus, imagefacts, mounts, pixelcache, runlock
 from ..data.datasets import DatasetsManifest, load_datasets
 from .evalset import EvalSet, counts_note, evalset_for
+from ..convert.bench import bench_conversions
 from .layout import log_dir
 from .plan import Job, PlanOptions, check_precision, lane_plan
-from .runner import Bench, BenchSummary, DataMount, PixelSettings
+from .runner import Bench, BenchSummary, DataMount, Outcome, PixelSettings
 from .variants import ImageVariants, parse_variants, runs_on_gpu
 
 ENGINES = ("local", "slurm")
@@ -232,6 +233,7 @@ class Setup:
     evalset: EvalSet | None = None  # None: the default set
     runs: Path | None = None  # where the runs go: ``results``, or the set's sub-folder of it
     data_note: str | None = None  # the set's folder is not the whole set (counts against datasets.yaml)
+    not_converted: list[Outcome] = field(default_factory=list)  # runtime models whose conversion failed
 
 
 def prepare(req: BenchRequest) -> Setup:
@@ -297,6 +299,8 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
             data_path, binds, _ = mounts.data_binds(data)
             console.print(f"data: embedded sample set at {data}")
         jobs, image_ids = plan_images(req, setup, client, console)
+        if not jobs:  # every model was a runtime model whose conversion failed
+            return BenchRun(BenchSummary(list(setup.not_converted)), setup.results, data, setup.runs, setup.evalset)
         scanned, digests = scan_data(data, jobs, setup.runs, console, setup.evalset)
         truth_for(scanned, req.labels)  # a file with no label is one line now, not after every model ran
         weights_binds = {}
@@ -320,6 +324,7 @@ def run_bench(req: BenchRequest, console: Console) -> BenchRun:
                                       setup.variants.default == "cuda", console)
         else:
             summary = bench.run()
+        summary.outcomes.extend(setup.not_converted)
     finally:
         lock.release()
     return BenchRun(summary, setup.results, data, setup.runs, setup.evalset)
@@ -336,16 +341,27 @@ def plan_images(req: BenchRequest, setup: Setup, client: Any, console: Console) 
 
         for tag in store.load_missing(client, [tags[n] for n in needed], req.images_dir, strict=False):
             console.print(f"loaded {tag} from {req.images_dir}", highlight=False)
-    if req.build and client is not None:
-        for name in needed:
+    def ensure(name: str) -> None:
+        if req.build and client is not None:
             ensure_built(client, name, setup.variants.of(name), req.manifests, console, ROOT)
-    jobs = replace(req.plan, evalset=setup.evalset).plan(setup.profile, setup.models, tags, lambda img: imagefacts.served_models(client, tags[img]))
+
+    for name in needed:
+        ensure(name)
+    conv = bench_conversions(client, setup.profile, setup.images, tags, req.plan.only, req.plan.weights, ensure,
+                             lambda o: console.print(("[red]" if o.status == "failed" else "") + o.line(),
+                                                     highlight=False, soft_wrap=True))
+    served = (lambda img: conv.listing(img) if img in conv.runtimes else imagefacts.served_models(client, tags[img]))
+    jobs = [conv.attach(j) for j in replace(req.plan, evalset=setup.evalset).plan(setup.profile, setup.models, tags,
+                                                                                   served)]
+    setup.not_converted = [Outcome(j, "failed", why) for j in jobs if (why := conv.failure(j))]
+    jobs = [j for j in jobs if not conv.failure(j)]
     if setup.gpus:
         jobs = [j if runs_on_gpu(setup.variants.spec(setup.images, j.image)) else replace(j, cpu_only=True)
                 for j in jobs]
-    if not jobs:
+    if not jobs and not setup.not_converted:
         raise BenchError(f"profile {req.profile!r} lists no models; add some in {req.manifests / 'profiles.yaml'}")
     if client is not None:  # parameters and multiply-adds, counted once per image, model and input size
-        jobs = [replace(j, facts=imagefacts.model_facts(client, j.tag, j.model, j.pixels.crop_size if j.pixels else
+        jobs = [j if j.conversion is not None else  # a runtime reads its model's facts from the conversion's record
+                replace(j, facts=imagefacts.model_facts(client, j.tag, j.model, j.pixels.crop_size if j.pixels else
                                                         imagefacts.listed_crop(client, j.tag, j.model))) for j in jobs]
     return jobs, {tag: imagefacts.image_id(client, tag) for tag in sorted({j.tag for j in jobs})}

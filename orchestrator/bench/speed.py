@@ -26,6 +26,7 @@ from rich.console import Console
 from zoobench_contract.dataset import file_sha256
 from zoobench_contract.outputs import write_json
 
+from ..convert.bench import converted_binds
 from ..errors import BenchError, first_line
 from ..images import manifest as image_manifest
 from ..manifests import get_profile, load_models
@@ -109,7 +110,8 @@ def speed_request(req: SpeedRequest, job: Job, image_id: str, device: str) -> di
     """What must match for a finished timing to be reused."""
     return {"image": job.image, "image_id": image_id, "model": job.model, "weights": job.weights,
             "batch_sizes": list(req.batch_sizes), "warmup": req.warmup, "iterations": req.iterations,
-            "precision": job.precision, "mode": job.mode, "device": device}
+            "precision": job.precision, "mode": job.mode, "device": device,
+            **({"conversion": job.conversion} if job.conversion is not None else {})}
 
 
 def finished(run_dir: Path, request: dict[str, Any]) -> bool:
@@ -249,7 +251,8 @@ class Timer:
         partial.mkdir(parents=True)
         with containers.handed_over(partial):
             result = containers.predict_in_container(
-                self.client, job.tag, bench_args(self.req, job, "cpu" if gpu is None else "cuda"), [], partial,
+                self.client, job.tag, bench_args(self.req, job, "cpu" if gpu is None else "cuda"),
+                converted_binds(job.converted), partial,
                 WEIGHTS_CACHE, log_path=log_dir(self.folder) / f"{final.name}.log", timeout_s=job.timeout_s,
                 gpu=gpu, environment={"ZOOBENCH_IMAGE_ID": self.image_ids[job.tag], "ZOOBENCH_IMAGE_TAG": job.tag},
                 labels=self.labels, limits=containers.Limits(memory=job.memory), cancel=None)

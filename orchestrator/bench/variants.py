@@ -19,12 +19,13 @@ class ImageVariants:
 
     default: str
     overrides: tuple[tuple[str, str], ...] = ()
+    implicit: tuple[str, ...] = ()  # images in ``overrides`` only because they lack the default variant
 
     def of(self, image: str) -> str:
         return dict(self.overrides).get(image, self.default)
 
     def text(self) -> str:
-        return ",".join([self.default, *(f"{i}={v}" for i, v in self.overrides)])
+        return ",".join([self.default, *(f"{i}={v}" for i, v in self.overrides if i not in self.implicit)])
 
     def spec(self, specs: dict[str, ImageSpec], image: str) -> VariantSpec:
         """The variant ``image`` runs in this bench, from images.yaml (``specs``)."""
@@ -32,7 +33,8 @@ class ImageVariants:
 
     def with_override(self, image: str, variant: str) -> "ImageVariants":
         """These variants with ``image`` run as ``variant`` (for the way out a refusal names)."""
-        return ImageVariants(self.default, tuple(sorted({**dict(self.overrides), image: variant}.items())))
+        return ImageVariants(self.default, tuple(sorted({**dict(self.overrides), image: variant}.items())),
+                             tuple(i for i in self.implicit if i != image))
 
 
 def default_variant(gpus: object) -> str:
@@ -47,7 +49,8 @@ def runs_on_gpu(variant: VariantSpec) -> bool:
 
 def parse_variants(text: str | None, gpus: list[str], specs: dict[str, ImageSpec]) -> ImageVariants:
     """``--variant DEFAULT[,IMAGE=VARIANT...]`` checked against images.yaml (``specs``); one line naming
-    the bad part otherwise. No ``--variant``: cuda with ``--gpus``, else cpu."""
+    the bad part otherwise. No ``--variant``: cuda with ``--gpus``, else cpu. An image without the default
+    variant but with a cpu one (openvino: no cuda) runs its cpu variant, as if IMAGE=cpu were given."""
     option = f"--variant {text}"
     parts = [p.strip() for p in (text or "").split(",")]
     if text is not None and (not parts[0] or "=" in parts[0]):
@@ -55,6 +58,7 @@ def parse_variants(text: str | None, gpus: list[str], specs: dict[str, ImageSpec
                          "e.g. --variant cuda,mxnet=cpu")
     default = parts[0] if text is not None else default_variant(gpus)
     overrides: dict[str, str] = {}
+    implicit: list[str] = []
     for part in parts[1:]:
         image, eq, variant = (s.strip() for s in part.partition("="))
         if not eq or not image or not variant:
@@ -69,7 +73,11 @@ def parse_variants(text: str | None, gpus: list[str], specs: dict[str, ImageSpec
             raise BenchError(f"{option}: {variant!r} is not a variant name; use e.g. cpu or cuda")
     for image, spec in sorted(specs.items()):
         variant = overrides.get(image, default)
+        if image not in overrides and spec.serving(variant) != variant:
+            overrides[image] = "cpu"  # an image without the default variant (openvino has no cuda) runs on the CPU
+            implicit.append(image)
+            continue
         if variant not in spec.variants:
             raise BenchError(f"{option}: image {image} has no variant {variant!r} in images.yaml "
                              f"(it has {', '.join(sorted(spec.variants))})")
-    return ImageVariants(default, tuple(sorted(overrides.items())))
+    return ImageVariants(default, tuple(sorted(overrides.items())), tuple(implicit))

@@ -1,7 +1,7 @@
 """``zoobench``: build the framework images, run a model zoo one container per model, rank it.
 
 The CLI only parses options, calls one service function and prints: one module per command group
-(run, results, images, weights, cache, k8s, slurm, doctor), the shared options in :mod:`.options`.
+(run, convert, results, images, weights, cache, k8s, slurm, doctor), the shared options in :mod:`.options`.
 ``python -m orchestrator.cli`` is the same program (each Slurm array task runs it).
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from zoobench_contract.dataset import DataError
 
 from ..errors import ZoobenchError
 from .cache import cache_app
+from .convert import convert
 from .doctor import doctor
 from .images import images_app, models_cmd
 from .k8s import k8s_app
@@ -30,6 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproducible cross-framework ImageNet benchmark: one container per model.")
 app.command()(run)
 app.command()(speed)
+app.command()(convert)
 app.command()(rank)
 app.command()(report)
 app.command()(compare)

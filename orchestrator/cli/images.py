@@ -94,8 +94,8 @@ def images_list(variant: str = typer.Option("cpu", "--variant"), manifests: Path
     for col in ("image", "variant", "tag", "built"):
         table.add_column(col)
     for name, spec in sorted(specs.items()):
-        tag = images.image_tag(spec, variant, ROOT)
-        table.add_row(name, variant, tag, "yes" if images.image_exists(client, tag) else "[red]no")
+        tag = images.image_tag(spec, spec.serving(variant), ROOT)
+        table.add_row(name, spec.serving(variant), tag, "yes" if images.image_exists(client, tag) else "[red]no")
     out.print(table)
 
 

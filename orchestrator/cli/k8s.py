@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -11,6 +11,7 @@ from ..bench.imagefacts import image_tags
 from ..bench.plan import PlanOptions, check_precision
 from ..bench.variants import default_variant
 from ..errors import BenchError
+from ..images.manifest import load_manifest
 from ..manifests import get_profile, load_models
 from ..paths import K8S
 from . import options
@@ -65,10 +66,10 @@ def k8s_render(
     k8s_inputs.check_weights(weights)
     if precision is not None:
         check_precision(precision)
-    prof = get_profile(profile, manifests)
+    note = lambda m: console.print(f"note: {m}", highlight=False, soft_wrap=True)  # noqa: E731
+    prof = without_runtimes(get_profile(profile, manifests), manifests, note)
     models_manifest = load_models(manifests)
     tags = image_tags(manifests, target.variant)
-    note = lambda m: console.print(f"note: {m}", highlight=False, soft_wrap=True)  # noqa: E731
     served = k8s_inputs.served_offline(prof, tags, k8s_inputs.parse_models_from(models_from, list(prof.models)), note)
     plan = PlanOptions(model, batch_size, weights, limit, precision, evalset)
     jobs = plan.plan(prof, models_manifest, tags, served)
@@ -81,3 +82,14 @@ def k8s_render(
     console.print(f"{len(rendered)} Indexed Job(s), {len(jobs)} model(s), in {folder}: "
                   f"`kubectl apply -f {folder}`; {folder / k8s.README} says how to collect and rank the results",
                   highlight=False, soft_wrap=True)
+
+
+def without_runtimes(prof: Any, manifests: Path, note: Callable[[str], None]) -> Any:
+    """The profile without its runtime images (images.yaml ``reads:``): a pod cannot see the conversions cache
+    yet, so their converted models run locally or on Slurm; each left-out image is one note."""
+    specs = load_manifest(manifests / "images.yaml")
+    left = sorted(i for i in prof.models if i in specs and specs[i].reads)
+    for image in left:
+        note(f"{image}: its converted models are not rendered (a pod cannot mount the conversions cache); bench "
+             "them with `zoobench run` here or with --engine slurm")
+    return prof.model_copy(update={"models": {i: m for i, m in prof.models.items() if i not in left}}) if left else prof

@@ -103,4 +103,6 @@ def compare(
         raise RankError(f"compare takes two run folders, got {len(folders)}; `zoobench compare RUN_A RUN_B` "
                         "or `zoobench compare RESULTS --matrix`")
     else:
-        run_compare(folders[0], folders[1], parse_labels(labels), fmt, out)
+        from ..results.fidelity import pair_fidelity
+
+        run_compare(folders[0], folders[1], parse_labels(labels), fmt, out, extra=pair_fidelity)

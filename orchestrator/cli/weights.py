@@ -12,8 +12,10 @@ from zoobench_contract.mirror import check_mirror
 from ..bench import containers, imagefacts, weightstore
 from ..bench.plan import plan_jobs
 from ..bench.weights import fetch_weights
+from ..convert.needs import with_sources
 from ..engines import k8s_inputs
 from ..errors import BenchError
+from ..images import manifest as image_manifest
 from ..manifests import get_profile, load_models
 from ..paths import LOGS, WEIGHTS_CACHE
 from . import options
@@ -36,7 +38,7 @@ def weights_fetch(
     """Download the pretrained weights of a profile's models into .cache/weights (the only networked
     step). Exits 1 when any model's weights could not be fetched."""
     mirror = checked_mirror(mirror)
-    prof = get_profile(profile, manifests)
+    prof = source_profile(profile, manifests)
     client = containers.connect()
     tags = imagefacts.image_tags(manifests, variant)
     for name in sorted(set(prof.models)):
@@ -76,7 +78,7 @@ def weights_export(
     """Copy every weights file the profile's models read from .cache/weights into a new folder, with a
     manifest of sizes and sha256, for `zoobench weights import` on a host with no network. Exits 1
     (writing nothing) when a file is not in the cache."""
-    prof = get_profile(profile, manifests)
+    prof = source_profile(profile, manifests)
     tags = imagefacts.image_tags(manifests, variant)
     served = export_listings(tags, k8s_inputs.parse_models_from(models_from, list(prof.models)))
     jobs = plan_jobs(prof, load_models(manifests), tags, served, only=model)
@@ -127,3 +129,9 @@ def weights_import(
             console.print(f"{what}: {entry.path} ({entry.size / 1e6:.1f} MB; {needs})", highlight=False, soft_wrap=True)
     console.print(f"imported {len(report.added)} file(s), {len(report.had)} already there, into {WEIGHTS_CACHE}",
                   highlight=False, soft_wrap=True)
+
+
+def source_profile(profile: str, manifests: Path) -> Any:
+    """The profile with its runtime images' converted models counted as their source image's: a conversion
+    reads the source's weights (a runtime image has none of its own)."""
+    return with_sources(get_profile(profile, manifests), image_manifest.load_manifest(manifests / "images.yaml"))

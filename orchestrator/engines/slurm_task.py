@@ -98,6 +98,10 @@ class Plan:
                        f"at {bind.target!r}"
             if name.startswith("weights_binds.") and not os.path.isfile(bind.source):
                 return f"field {name}: weights file {bind.source!r} does not exist"
+        for i, job in enumerate(self.jobs):
+            for source, folder in job.converted:
+                if not os.path.isabs(folder) or not os.path.isdir(folder):
+                    return f"field jobs.{i}.converted: {source} conversions {folder!r} are not an existing absolute folder"
         return None
 
     def job(self, index: int) -> Job:

@@ -165,6 +165,11 @@ class ImageSpec:
     build_args: tuple[tuple[str, str], ...] = ()
     reads: str | None = None  # a deployment runtime: the converted-model format it serves (`zoobench convert --to`)
 
+    def serving(self, variant: str) -> str:
+        """The variant this image runs when a bench asks for ``variant``: itself, or cpu for an image without
+        it (openvino has no cuda variant: a cuda bench runs it on the CPU)."""
+        return variant if variant in self.variants or "cpu" not in self.variants else "cpu"
+
     def variant(self, variant: str) -> VariantSpec:
         if variant not in self.variants:
             raise ImageManifestError(

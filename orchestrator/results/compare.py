@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from rich import box
@@ -27,6 +27,7 @@ from ..errors import RankError
 from .architectures import ArchitecturesManifest
 from .evalsets import set_suffix
 from .labels import Labels, truth_for
+from .provenance import architecture_key
 from .ranking import find_runs, read_predictions, read_run_json, run_field, run_name, run_precision
 from .records import ALPHA
 from .stats import mcnemar_exact
@@ -243,7 +244,7 @@ def agreement_matrices(results_dir: Path, architectures: ArchitecturesManifest,
         except RankError as exc:
             notes.append(str(exc))
             continue
-        arch = lookup.get((str(run.get("framework", "")).lower(), str(run.get("model", "")).lower()))
+        arch = lookup.get(architecture_key(run))
         if arch is None:
             unknown.append(name)
         else:
@@ -337,8 +338,11 @@ def _check_format(fmt: str) -> None:
         raise RankError(f"unknown format {fmt!r}; use one of {'|'.join(FORMATS)}")
 
 
-def run_compare(run_a: Path, run_b: Path, labels: Labels, fmt: str, console: Console) -> Comparison:
-    """``zoobench compare RUN_A RUN_B``: compare and print as ``fmt`` (table|json)."""
+def run_compare(run_a: Path, run_b: Path, labels: Labels, fmt: str, console: Console,
+                extra: Callable[[Path, Path, Labels], Any] | None = None) -> Comparison:
+    """``zoobench compare RUN_A RUN_B``: compare and print as ``fmt`` (table|json). ``extra(dir_a, dir_b, labels)``
+    may add a section (an object with ``key``, ``to_dict()`` and ``table()``, or None): the CLI's conversion
+    fidelity (:mod:`.fidelity`) when one run is the other's conversion."""
     _check_format(fmt)
     a, b = one_run(run_a), one_run(run_b)
     c = compare_runs(a, b, labels)
@@ -347,10 +351,14 @@ def run_compare(run_a: Path, run_b: Path, labels: Labels, fmt: str, console: Con
             f"note: {a.name} and {b.name} were made on different data (digest {a.data_digest[:19]}... vs "
             f"{b.data_digest[:19]}...); the comparison covers the {c.n_shared} images both predicted",
             markup=False, highlight=False, soft_wrap=True)
+    section = extra(a.run_dir, b.run_dir, labels) if extra is not None else None
     if fmt == "json":
-        console.print(json.dumps(c.to_dict(), indent=2), markup=False, highlight=False, soft_wrap=True)
+        doc = c.to_dict()
+        if section is not None:
+            doc[section.key] = section.to_dict()
+        console.print(json.dumps(doc, indent=2), markup=False, highlight=False, soft_wrap=True)
     else:
-        for table in comparison_tables(c):
+        for table in comparison_tables(c) + ([section.table()] if section is not None else []):
             console.print(table)
     return c
 

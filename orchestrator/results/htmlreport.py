@@ -2,7 +2,8 @@
 
 Sections: the ranking of the default set (a sortable table; ImageNet val, else the first set), the
 Acc@1-vs-throughput plot (the report's PNG), accuracy against GMACs and batch-1 latency with the costs
-and the calibration of each run (:mod:`.htmlcosts`), the ranking of every other evaluation set, the robustness
+and the calibration of each run (:mod:`.htmlcosts`), the fidelity of converted runs to their source runs
+(:mod:`.htmlfidelity`, when there are some), the ranking of every other evaluation set, the robustness
 of the shifted sets (:mod:`.htmlrobust`, when there are some), the environment of every run (what its
 run.json and request.json record), the cross-framework agreement matrices of the default set's runs
 (:func:`orchestrator.compare.agreement_matrices`) and, for each pair of them of one architecture, the
@@ -25,6 +26,7 @@ from .compare import AgreementMatrix, agreement_matrices
 from .htmlgallery import MAX_CARDS, PER_PAIR, THUMB_PX, data_roots, gallery_html, images_per_pair
 from .htmlparts import dict_of, esc, kv, png_uri, read_json, short
 from .htmlcosts import calibration_section, costs_section
+from .htmlfidelity import fidelity_section
 from .htmlrobust import robustness_section
 from .labels import Labels
 from .records import RankRow
@@ -217,6 +219,7 @@ def render_html(rows: list[RankRow], results_dir: Path, architectures: Architect
     matrices, notes = agreement_matrices(results_dir, architectures, only={r.result.run for r in main})
     gallery = gallery_html(results_dir, matrices, main, labels, data)
     robust = robustness_section([r.result for r in rows], robustness, figures)
+    fidelity = fidelity_section(main, labels)
     first = main[0].result if main else None
     scored = ""
     if first is not None:
@@ -224,7 +227,7 @@ def render_html(rows: list[RankRow], results_dir: Path, architectures: Architect
         scored += f", data digest {first.data_digest}"
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     links = [("ranking", "ranking"), ("plot", "plot"), ("costs", "costs"), ("calibration", "calibration")] + \
-        ([("robustness", "robustness")] if robust else []) + \
+        ([("fidelity", "fidelity")] if fidelity else []) + ([("robustness", "robustness")] if robust else []) + \
         [("environment", "environment"), ("agreement", "agreement"), ("gallery", "gallery")]
     nav = " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links)
     return "\n".join([
@@ -235,7 +238,7 @@ def render_html(rows: list[RankRow], results_dir: Path, architectures: Architect
         f"<h1>zoobench report: {esc(results_dir.name)}</h1>",
         f'<p class="small">{len(rows)} runs; {esc(scored)}. Generated {esc(generated)}. {nav}</p>',
         ranking_section(main), plot_section(png), costs_section(main, figures), calibration_section(main),
-        other_rankings(groups), robust, environment_section(rows),
+        fidelity, other_rankings(groups), robust, environment_section(rows),
         matrix_section(matrices, notes), gallery, f"<script>{JS}</script>", "</body></html>", ""])
 
 

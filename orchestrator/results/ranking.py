@@ -24,6 +24,7 @@ from .labels import Labels, truth_for
 from .columns import format_timm, parse_columns
 from .costs import precision_label, read_speeds, run_mode, run_precision
 from .runfiles import ERRORS, find_runs, read_predictions, read_run_json, run_field, run_name
+from .provenance import platform_note
 from .records import ALPHA, EvalSet, ModelResult, RankRow
 from .scoring import with_costs
 from .stats import competition_rank, mcnemar_paired, wilson
@@ -229,6 +230,7 @@ def _score(r: _Run, eval_set: EvalSet, truth: Truth,
         labels=truth.kind, n_images=truth.n_images, eval_set=eval_set,
         classes=None if classes is None else _classes_text(classes),
         by_corruption={} if parts is None else corruption_counts(parts, truth.keep, correct1),
+        platform_note=platform_note(run),
     )
 
 

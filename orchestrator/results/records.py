@@ -93,10 +93,12 @@ class ModelResult:
     crop_size: int | None = None  # run.json preprocessing
     resize_size: int | None = None
     interpolation: str | None = None
+    platform_note: str = ""  # a converted run's source ("pytorch resnet50"), Keras' back end ("jax 0.10.2")
 
     @property
     def platform(self) -> str:
-        return f"{self.framework} {self.framework_version}".strip()
+        base = f"{self.framework} {self.framework_version}".strip()
+        return f"{base} ({self.platform_note})" if self.platform_note else base
 
     @property
     def ece(self) -> float | None:

@@ -142,12 +142,14 @@ def _short_version(version: str) -> str:
 
 def _compact_platforms(rows: list[RankRow]) -> tuple[list[str], str]:
     """Platform cells for the compact layout and their legend: the framework alone when it has one
-    version in the table, else the framework and its version without the local part (+cu130)."""
+    version in the table, else the framework and its version without the local part (+cu130); a converted
+    run adds its source image, Keras on JAX or PyTorch its back end (``onnxruntime (pytorch)``, ``keras (jax)``)."""
     versions: dict[str, set[str]] = {}
     for row in rows:
         versions.setdefault(row.result.framework, set()).add(row.result.framework_version)
-    cells = [r.result.framework if len(versions[r.result.framework]) == 1
-             else f"{r.result.framework} {_short_version(r.result.framework_version)}".strip() for r in rows]
+    cells = [(r.result.framework if len(versions[r.result.framework]) == 1
+              else f"{r.result.framework} {_short_version(r.result.framework_version)}".strip())
+             + (f" ({r.result.platform_note.split()[0]})" if r.result.platform_note else "") for r in rows]
     legend = "; ".join(f"{fw} {', '.join(sorted(v for v in vs if v)) or '(version unknown)'}"
                        for fw, vs in sorted(versions.items()))
     return cells, f"Versions: {legend}."

@@ -46,10 +46,12 @@ def make_images(out: Path, n: int) -> Path:
 
 
 def docker(tag: str, args: list[str], data: Path | None = None, out: Path | None = None,
-           entry: str | None = None) -> str:
-    """``docker run`` of one image with the data and these scripts mounted; RuntimeError on failure.
-    (shm 1g: a torch DataLoader with workers needs more than Docker's 64 MB.)"""
+           entry: str | None = None, mounts: dict[str, str] | None = None) -> str:
+    """``docker run`` of one image with the data, these scripts and ``mounts`` (host -> container, read-only)
+    mounted; RuntimeError on failure. (shm 1g: a torch DataLoader with workers needs more than Docker's 64 MB.)"""
     cmd = ["docker", "run", "--rm", "--network", "none", "--shm-size", "1g", "-v", f"{Path(__file__).parent}:/bench:ro"]
+    for host, target in (mounts or {}).items():
+        cmd += ["-v", f"{host}:{target}:ro"]
     if data is not None:
         cmd += ["-v", f"{data}:/data:ro"]
     if out is not None:

@@ -88,10 +88,11 @@ def facts_cmd(
 ) -> None:
     """Print the model's parameters and multiply-adds (at the input size) as one line of JSON.
 
-    The model is built with random weights on the CPU: no weights file and no network are needed. A
+    The model is built with random weights on the CPU: no weights file and no network are needed (a
+    runtime builds it from whichever conversion it has: the backend's optional ``facts_weights(spec)``). A
     model that cannot be built fails (exit code 1) and prints nothing, so that no record is cached."""
     backend = load_backend()
     spec = find_model(backend, model)
     size = crop_size or spec.preprocessing.crop_size
-    net = backend.load(spec, "random", "cpu")
+    net = backend.load(spec, backend.facts_weights(spec) if hasattr(backend, "facts_weights") else "random", "cpu")
     print(json.dumps(counted(backend, net, spec, size)))

@@ -56,3 +56,21 @@ class GpuBuild:
         record["archs"], record["ptx"] = list(self.archs), list(self.ptx)
         return record
 
+
+
+def torch_build(torch: Any) -> GpuBuild:
+    """The CUDA build of the ``torch`` module given (the pytorch runner's and Keras' torch back end's), read
+    without a GPU: ``torch.version.cuda``, the cuDNN it was compiled against and ``torch._C._cuda_getArchFlags()``
+    (what ``torch.cuda.get_arch_list()`` splits). A CPU-only torch: cuda None, no architectures. The module is
+    passed in: the contract imports no framework."""
+    cuda = torch.version.cuda
+    if not cuda:
+        return GpuBuild(None)
+    compiled = getattr(getattr(torch._C, "_cudnn", None), "getCompileVersion", None)
+    try:
+        cudnn = ".".join(str(part) for part in compiled()) if compiled else None
+    except Exception:  # noqa: BLE001 - a build without cuDNN: the record says so (None)
+        cudnn = None
+    flags = getattr(torch._C, "_cuda_getArchFlags", None)
+    archs = (flags() or "").split() if flags else []
+    return GpuBuild.from_arch_list(cuda, cudnn, archs)

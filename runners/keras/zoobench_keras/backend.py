@@ -1,5 +1,10 @@
 """Keras 3 backend: every ``keras.applications`` ImageNet classifier, plus EfficientNet-Lite0.
 
+One runner for three Keras back ends: ``KERAS_BACKEND`` (the image's ENV) selects tensorflow (the
+``keras`` image), jax (``keras-jax``) or torch (``keras-torch``); what differs between them (device
+placement, the compiled predict function, precision switches, GPUs, determinism, the CUDA build) is in
+:mod:`zoobench_keras.backends`, and only the selected back end's framework is imported.
+
 Models are the capitalised builders of ``keras.applications``; a model's name is its class
 name lowercased (``ResNet50`` -> ``resnet50``). Each model's normalisation is read off the
 ``preprocess_input`` of the builder's own module by feeding it a probe pixel: ``caffe`` (BGR minus the ImageNet
@@ -49,12 +54,16 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 
 with _native_stderr_silenced():
+    from . import backends  # noqa: E402
+
+    BACK_END = backends.load(backends.selected())  # imports its framework (TensorFlow, JAX or PyTorch) first
     import keras  # noqa: E402
     import numpy as np  # noqa: E402
-    import tensorflow as tf  # noqa: E402
     from keras.src.backend.config import keras_home  # noqa: E402
     from keras.src.utils import file_utils  # noqa: E402
-    tf.constant(0.0) + 1.0  # initialise the runtime (and its logging) now, quietly
+    BACK_END.warm_up()
+if keras.backend.backend() != BACK_END.name:  # e.g. a keras.json that Keras read instead
+    raise RuntimeError(f"KERAS_BACKEND={BACK_END.name} but keras runs on {keras.backend.backend()}")
 
 from zoobench_contract.backend import (DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable,  # noqa: E402
                                        weights_file_under)
@@ -62,7 +71,6 @@ from zoobench_contract.preprocessing import (  # noqa: E402
     CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, Normalisation, Preprocessing,
 )
 from zoobench_contract.mirror import mirrored  # noqa: E402
-from zoobench_contract.gpubuild import GpuBuild  # noqa: E402
 from zoobench_contract.zoo import EFFICIENTNET_LITE0  # noqa: E402
 
 LITE0 = "efficientnet_lite0"
@@ -129,12 +137,18 @@ def cache_files(name: str) -> dict[str, str]:
 
 @dataclass
 class LoadedModel:
-    """What :meth:`Backend.load` returns: the Keras model plus its compiled inference function."""
+    """What :meth:`Backend.load` returns: the Keras model, where it lives (the back end's device name:
+    ``/CPU:0``, ``/GPU:0`` on TensorFlow, ``cpu:0``/``gpu:0`` on JAX, ``cpu``/``cuda:0`` on PyTorch)
+    and its compiled inference function."""
 
     name: str
     model: keras.Model
-    tf_device: str
+    placement: str
     fn: Callable[[Any], Any]
+
+    @property
+    def tf_device(self) -> str:  # the name of ``placement`` when TensorFlow was the only back end
+        return self.placement
 
     @property
     def input_hw(self) -> tuple[int | None, int | None]:
@@ -148,12 +162,7 @@ class Backend:
 
     def __init__(self) -> None:
         self._loaded_from: dict[str, str | None] = {}
-        for gpu in tf.config.list_physical_devices("GPU"):
-            try:  # allocate as needed, so an OOM is a real OOM (the orchestrator halves the batch)
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:
-                pass  # already initialised in this process
-        tf.config.experimental.enable_op_determinism()
+        BACK_END.setup()  # memory growth, determinism
         self._apps = keras_applications()
         self._specs: dict[str, ModelSpec] = {}
         for name, (cls, _, preprocess_input) in sorted(self._apps.items()):
@@ -171,78 +180,63 @@ class Backend:
         return list(self._specs.values())
 
     def environment(self) -> dict[str, Any]:
-        build = tf.sysconfig.get_build_info()
-        gpus = tf.config.list_physical_devices("GPU")
+        """The back end's framework version under its own name (``tensorflow``, ``jax``, ``torch``), Keras,
+        ``keras_backend`` and ``keras_backend_version``, then the back end's facts (CUDA, GPUs, determinism)."""
         return {
-            "tensorflow": tf.__version__,
+            BACK_END.name: BACK_END.version(),
             "keras": keras.__version__,
             "keras_backend": keras.backend.backend(),
+            "keras_backend_version": BACK_END.version(),
             "keras_home": keras_home(),
-            "cuda": build.get("cuda_version"),
-            "cudnn": build.get("cudnn_version"),
-            "cuda_build": bool(build.get("is_cuda_build")),
-            "gpu_build": gpu_build(build).to_dict(),
-            "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
-            "modes": ["default", "jit"],
-            "tf_threads": {
-                "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-            },
-            "deterministic": {
-                "enable_op_determinism": _op_determinism_enabled(),
-                "TF_DETERMINISTIC_OPS": os.environ.get("TF_DETERMINISTIC_OPS"),
-                "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                "seed": SEED,
-            },
+            **BACK_END.environment(),
         }
 
     def resolve_device(self, requested: str) -> str:
-        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        has_gpu = BACK_END.has_gpu()
         if requested == "cuda" and not has_gpu:
             raise DeviceUnavailable(
-                "--device cuda: TensorFlow sees no GPU in this container (CPU-only build or no --gpus); use --device cpu"
+                f"--device cuda: {BACK_END.label} sees no GPU in this container (CPU-only build or no --gpus); "
+                "use --device cpu"
             )
         if requested not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device {requested!r}: use auto, cpu or cuda")
         return "cuda:0" if requested in ("cuda", "auto") and has_gpu else "cpu"
 
     def configure(self, precision: str, device: str) -> dict[str, Any]:
-        """fp32: TF32 off (TensorFlow enables it by default on Ampere+), op determinism on; tf32: TF32
-        on; bf16: Keras' ``mixed_bfloat16`` policy (bfloat16 compute, float32 variables)."""
-        tf.config.experimental.enable_tensor_float_32_execution(precision != "fp32")
+        """fp32: full float32 matmuls and convolutions (TF32 off on TensorFlow and PyTorch, matmul
+        precision float32 on JAX), deterministic; tf32: TF32 allowed; bf16: Keras' ``mixed_bfloat16``
+        policy (bfloat16 compute, float32 variables) on every back end."""
+        settings = BACK_END.set_precision(precision)
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
         self.precision = precision
-        return {"tensor_float_32": precision != "fp32", "keras_policy": keras.mixed_precision.global_policy().name}
+        return {**settings, "keras_policy": keras.mixed_precision.global_policy().name}
 
     def modes(self) -> list[str]:
-        """``jit``: the compiled predict function is XLA-compiled (``tf.function(jit_compile=True)``,
-        one compilation per batch shape); default: a traced graph without XLA."""
-        return ["jit"]
+        """The back end's: ``jit`` on TensorFlow (``tf.function(jit_compile=True)``, XLA); none on JAX
+        (always jax.jit-compiled) and PyTorch (eager)."""
+        return BACK_END.modes()
 
     def configure_mode(self, mode: str, device: str) -> dict[str, Any]:
         self.mode = mode
-        return {"jit_compile": mode == "jit", "tf_function": True}
+        return BACK_END.mode_settings(mode)
 
     def peak_memory(self) -> int | None:
-        """TensorFlow's peak bytes on GPU:0 since :meth:`reset_peak_memory` (None without a GPU)."""
-        if not tf.config.list_physical_devices("GPU"):
-            return None
-        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        """The back end's peak bytes on the first GPU since :meth:`reset_peak_memory` (None without a GPU)."""
+        return BACK_END.peak_memory()
 
     def reset_peak_memory(self) -> None:
-        if tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.reset_memory_stats("GPU:0")
+        BACK_END.reset_peak_memory()
 
     def load(self, spec: ModelSpec, weights: str, device: str) -> LoadedModel:
-        tf_device = "/GPU:0" if device.startswith("cuda") else "/CPU:0"
+        placement = BACK_END.placement(device)
         keras.utils.set_random_seed(SEED)
-        with tf.device(tf_device):
+        with BACK_END.scope(placement):
             model = self._lite0(weights) if spec.name == LITE0 else self._application(spec, weights)
         expected = spec.preprocessing.crop_size
         if model.input_shape[1] not in (None, expected):
             raise RuntimeError(f"{spec.name}: model input is {model.input_shape[1]} px but the spec says {expected}; "
                                "fix INPUT_SIZES in zoobench_keras/backend.py")
-        return LoadedModel(spec.name, model, tf_device, _compile(model, jit=self.mode == "jit"))
+        return LoadedModel(spec.name, model, placement, BACK_END.compile(model, placement, jit=self.mode == "jit"))
 
     def _application(self, spec: ModelSpec, weights: str) -> keras.Model:
         cls, builder, _ = self._apps[spec.name]
@@ -338,20 +332,12 @@ class Backend:
 
     def predict(self, model: LoadedModel, batch: np.ndarray) -> np.ndarray:
         self._check_size(model, batch)
-        with tf.device(model.tf_device):
-            out = model.fn(tf.convert_to_tensor(batch, tf.float32))
-        return np.asarray(tf.cast(out, tf.float32))
+        return BACK_END.predict(model, batch)
 
     def predict_pixels(self, model: LoadedModel, pixels: np.ndarray, norm: Normalisation) -> np.ndarray:
         """uint8 NHWC to the device, normalised there with one multiply-add."""
         self._check_size(model, pixels)
-        with tf.device(model.tf_device):
-            x = tf.cast(tf.convert_to_tensor(pixels, tf.uint8), tf.float32)
-            if not norm.identity_order:
-                x = tf.gather(x, list(norm.order), axis=-1)
-            x = x * tf.constant(norm.scale, tf.float32) + tf.constant(norm.offset, tf.float32)
-            out = model.fn(x)
-        return np.asarray(tf.cast(out, tf.float32))
+        return BACK_END.predict_pixels(model, pixels, norm)
 
     @staticmethod
     def _check_size(model: LoadedModel, batch: np.ndarray) -> None:
@@ -359,37 +345,6 @@ class Backend:
         if (h is not None and batch.shape[1] != h) or (w is not None and batch.shape[2] != w):
             raise UsageError(f"{model.name} takes {h}x{w} inputs, got {batch.shape[1]}x{batch.shape[2]}; "
                              f"keep crop_size={h} in --preprocess")
-
-
-def _compile(model: keras.Model, jit: bool = False) -> Callable[[Any], Any]:
-    """One traced inference graph per model, for any batch size; ``jit``: XLA-compiled (``--mode jit``)."""
-    if keras.backend.backend() != "tensorflow":
-        return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
-    h, w = model.input_shape[1:3]
-    spec = tf.TensorSpec([None, h, w, 3], tf.float32)
-    return tf.function(lambda x: model(x, training=False), input_signature=[spec], jit_compile=jit,
-                       autograph=False)
-
-
-def gpu_build(build: dict[str, Any]) -> GpuBuild:
-    """TensorFlow's CUDA build from ``tf.sysconfig.get_build_info()`` (no GPU needed): cuda_version,
-    cudnn_version, cuda_compute_capabilities (``sm_80``... kernels, ``compute_90`` PTX). A CPU-only
-    TensorFlow (tensorflow-cpu) has none of them: cuda None."""
-    cuda = build.get("cuda_version") if build.get("is_cuda_build") else None
-    if not cuda:
-        return GpuBuild(None)
-    cudnn = build.get("cudnn_version")
-    return GpuBuild.from_arch_list(str(cuda), str(cudnn) if cudnn else None,
-                                   build.get("cuda_compute_capabilities") or [])
-
-
-def _op_determinism_enabled() -> bool | None:
-    try:
-        from tensorflow.python.framework import config as tf_config
-
-        return bool(tf_config.is_op_determinism_enabled())
-    except (ImportError, AttributeError):
-        return None
 
 
 def _load_weights_file(model: keras.Model, name: str, path: str) -> None:

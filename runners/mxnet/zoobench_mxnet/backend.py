@@ -249,6 +249,13 @@ class Backend:
 
         return model_facts(model, spec, crop_size)
 
+    def export_model(self, model: LoadedModel, spec: ModelSpec, out_dir: Path, fmt: str, opset: int,
+                     input_size: int) -> Any:
+        """``predict export`` (:mod:`zoobench_mxnet.export`: mx.onnx.export_model of the hybridized network)."""
+        from .export import export_model
+
+        return export_model(model, spec, out_dir, fmt, opset, input_size)
+
     def state_arrays(self, model: LoadedModel) -> Iterator[tuple[str, np.ndarray]]:
         """Every parameter of every network built so far (batch-norm running mean and variance too),
         by input size and parameter name."""

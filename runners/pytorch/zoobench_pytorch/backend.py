@@ -16,7 +16,7 @@ import torchvision
 from torchvision import models as tvm
 
 from zoobench_contract.backend import DeviceUnavailable, ModelSpec, UsageError, WeightsUnavailable, weights_file_under
-from zoobench_contract.gpubuild import GpuBuild
+from zoobench_contract.gpubuild import GpuBuild, torch_build
 from zoobench_contract.mirror import mirrored
 from zoobench_contract.preprocessing import Normalisation, Preprocessing
 from zoobench_contract.zoo import EFFICIENTNET_LITE0
@@ -84,20 +84,8 @@ def compiler_missing(device: str) -> str | None:
 
 
 def gpu_build() -> GpuBuild:
-    """The CUDA build of this torch, read without a GPU: ``torch.version.cuda``, the cuDNN it was
-    compiled against and ``torch._C._cuda_getArchFlags()`` (what ``torch.cuda.get_arch_list()`` splits).
-    A CPU-only torch: cuda None, no architectures."""
-    cuda = torch.version.cuda
-    if not cuda:
-        return GpuBuild(None)
-    compiled = getattr(getattr(torch._C, "_cudnn", None), "getCompileVersion", None)
-    try:
-        cudnn = ".".join(str(part) for part in compiled()) if compiled else None
-    except Exception:  # noqa: BLE001 - a build without cuDNN: the record says so (None)
-        cudnn = None
-    flags = getattr(torch._C, "_cuda_getArchFlags", None)
-    archs = (flags() or "").split() if flags else []
-    return GpuBuild.from_arch_list(cuda, cudnn, archs)
+    """This torch's CUDA build (:func:`zoobench_contract.gpubuild.torch_build`)."""
+    return torch_build(torch)
 
 
 class Backend:
@@ -248,6 +236,13 @@ class Backend:
         from .facts import model_facts
 
         return model_facts(model, spec, crop_size)
+
+    def export_model(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, fmt: str, opset: int,
+                     input_size: int) -> Any:
+        """``predict export`` (:mod:`zoobench_pytorch.export`: torch.onnx.export, TorchScript exporter)."""
+        from .export import export_model
+
+        return export_model(model, spec, out_dir, fmt, opset, input_size)
 
     def state_arrays(self, model: torch.nn.Module) -> Iterator[tuple[str, np.ndarray]]:
         """Every parameter and buffer (batch-norm running statistics too), in state_dict order."""
