@@ -71,12 +71,17 @@ def lite0_of(tag: str) -> str:
     return "pytorch.efficientnet_lite0" if tag in MOUNTS else "efficientnet_lite0"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def runtime_mounts(image_tags, converted_cache):
-    """Each runtime image sees the tests' conversions of PyTorch's models, read-only."""
+def mount_conversions(image_tags: dict[str, str], converted_cache: Path) -> None:
+    """From now on each runtime image sees the tests' conversions of PyTorch's models, read-only."""
     host, target = converted_mount(converted_cache, image_tags)
     for image in RUNTIMES:
         MOUNTS[image_tags[image]] = ["-v", f"{host}:{target}:ro"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime_mounts(image_tags, converted_cache):
+    """Each runtime image of this module's tests sees the tests' conversions."""
+    mount_conversions(image_tags, converted_cache)
     yield
     MOUNTS.clear()
 
